@@ -1,0 +1,194 @@
+"""finetuner: fine-tune embedding models for search, on your own machine.
+
+``finetuner.fit(...)`` trains a model and returns a :class:`~finetuner.runs.Run`; callbacks are
+pluggy plugins found through entry points; runs and artifacts stay in a local folder.
+
+Heavy modules (torch, docarray, pytorch-metric-learning) load on first use of the names that
+need them, so ``import finetuner`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    ConfigError,
+    DataError,
+    FinetunerError,
+    PluginError,
+    RunError,
+    RunFailedError,
+    RunInProgressError,
+    RunNotFoundError,
+)
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .runs import Run
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "Document",
+    "DocumentArray",
+    "FinetunerError",
+    "PluginError",
+    "Run",
+    "RunError",
+    "RunFailedError",
+    "RunInProgressError",
+    "RunNotFoundError",
+    "__version__",
+    "build_model",
+    "cos_sim",
+    "create_experiment",
+    "delete_experiment",
+    "delete_run",
+    "describe_models",
+    "encode",
+    "fit",
+    "get_experiment",
+    "get_model",
+    "get_run",
+    "hookimpl",
+    "list_callbacks",
+    "list_experiments",
+    "list_models",
+    "list_runs",
+]
+
+_LAZY = {
+    "Run": "runs",
+    "Experiment": "runs",
+    "get_run": "runs",
+    "list_runs": "runs",
+    "delete_run": "runs",
+    "create_experiment": "runs",
+    "get_experiment": "runs",
+    "list_experiments": "runs",
+    "delete_experiment": "runs",
+    "get_model": "inference",
+    "build_model": "inference",
+    "encode": "inference",
+    "cos_sim": "inference",
+    "describe_models": "models",
+    "list_models": "models",
+    "list_callbacks": "plugins",
+    "Document": "document",
+    "DocumentArray": "document",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in ("callback", "data", "events", "context", "plugins", "testing", "trainer", "runs"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'finetuner' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+def fit(
+    model: Any,
+    train_data: Any,
+    eval_data: Any = None,
+    *,
+    val_split: float = 0.0,
+    model_options: Mapping[str, Any] | None = None,
+    loss: str = "TripletMarginLoss",
+    loss_options: Mapping[str, Any] | None = None,
+    miner: str | None = None,
+    miner_options: Mapping[str, Any] | None = None,
+    optimizer: str = "Adam",
+    optimizer_options: Mapping[str, Any] | None = None,
+    learning_rate: float | None = None,
+    epochs: int = 5,
+    batch_size: int | None = None,
+    scheduler: str | None = None,
+    scheduler_options: Mapping[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+    device: str = "auto",
+    num_workers: int = 0,
+    num_items_per_class: int = 4,
+    sampler: str = "auto",
+    run_name: str | None = None,
+    experiment_name: str | None = None,
+    description: str | None = None,
+    seed: int | None = None,
+    runs_dir: str | os.PathLike[str] | None = None,
+) -> Run:
+    """Fine-tune *model* on *train_data* and return the finished :class:`~finetuner.runs.Run`.
+
+    :param model: a registry name (see :func:`describe_models`, e.g. ``"mlp"``) or any
+        ``torch.nn.Module`` that maps a batch of inputs to a ``(batch, dim)`` embedding tensor.
+    :param train_data: a docarray ``DocList`` (documents with a ``tensor`` and a label in
+        ``tags['finetuner_label']`` or a ``label`` field) or a list of ``(tensor, label)`` pairs.
+    :param eval_data: data in the same forms; its loss is reported as ``val_loss`` each epoch.
+    :param val_split: fraction of *train_data* held out as validation data when *eval_data* is
+        not given (``0 <= val_split < 1``), stratified by class.
+    :param model_options: options of a registry model, e.g. ``{"hidden_sizes": [128, 64]}``.
+    :param loss: a pytorch-metric-learning loss class name; *loss_options* are its arguments.
+        Losses that need ``num_classes`` or ``embedding_size`` get them filled in.
+    :param miner: a pytorch-metric-learning miner class name; *miner_options* its arguments.
+    :param optimizer: a ``torch.optim`` class name; *optimizer_options* its arguments.
+    :param learning_rate: overrides the ``lr`` of *optimizer_options*.
+    :param epochs: number of passes over the training data.
+    :param batch_size: items per batch (default 32, at most the size of the data).
+    :param scheduler: ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial``,
+        ``constant`` or ``constant_with_warmup``; *scheduler_options*: ``num_warmup_steps``,
+        ``num_training_steps`` (``'auto'``), ``scheduler_step`` (``'batch'`` or ``'epoch'``),
+        ``num_cycles``, ``power``, ``lr_end``.
+    :param callbacks: callback instances (``finetuner.callback.<Class>(...)``).
+    :param device: ``'auto'`` (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ...
+    :param num_workers: ``DataLoader`` worker processes for batching (0: in the main process).
+    :param num_items_per_class: items of each class per batch for the class-balanced sampler.
+    :param sampler: ``'auto'`` (class-balanced, or random for classification-style losses such
+        as ArcFace), ``'class'`` or ``'random'``.
+    :param run_name: name of the run (generated when ``None``); *experiment_name* groups runs
+        (``'default'``).
+    :param seed: seed of every random number generator used (drawn and recorded when ``None``).
+    :param runs_dir: the run store (default ``$FINETUNER_RUNS_DIR`` or ``./finetuner-runs``).
+    :raises ConfigError: for invalid options, before anything runs.
+    :raises DataError: for unusable data, before anything runs.
+    """
+    from .config import validate_fit_options
+    from .trainer import Trainer
+
+    options = {
+        "model": model,
+        "train_data": train_data,
+        "eval_data": eval_data,
+        "val_split": val_split,
+        "model_options": dict(model_options or {}),
+        "loss": loss,
+        "loss_options": dict(loss_options or {}),
+        "miner": miner,
+        "miner_options": dict(miner_options or {}),
+        "optimizer": optimizer,
+        "optimizer_options": dict(optimizer_options or {}),
+        "learning_rate": learning_rate,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "scheduler": scheduler,
+        "scheduler_options": dict(scheduler_options or {}),
+        "callbacks": list(callbacks or []),
+        "device": device,
+        "num_workers": num_workers,
+        "num_items_per_class": num_items_per_class,
+        "sampler": sampler,
+        "run_name": run_name,
+        "experiment_name": experiment_name,
+        "description": description,
+        "seed": seed,
+        "runs_dir": runs_dir,
+    }
+    return Trainer(validate_fit_options(options)).run()

@@ -1,0 +1,203 @@
+"""Artifacts: a folder (or its zip) with weights as safetensors and the metadata to rebuild them.
+
+Layout::
+
+    config.yml            the resolved fit config
+    metadata.yml          run, versions, duration, device, plugins used
+    metrics.yml           {before: {...}, after: {...}}
+    example-results.yml   gathered example results, if any
+    models/<name>/model.safetensors
+    models/<name>/metadata.yml   registry name and resolved options, or the module's class
+
+Loading reads YAML with ``yaml.safe_load`` and tensors with safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ._io import atomic_write_text, fsync_dir
+from .errors import ConfigError, RunError
+
+__all__ = ["ModelRecord", "artifact_size", "load_model_records", "write_artifact"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelRecord:
+    """One model of an artifact: its metadata and tensors (not yet in a module)."""
+
+    name: str
+    metadata: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+
+def _dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True)
+
+
+def _plain(obj: Any) -> Any:
+    """Make *obj* safe for ``yaml.safe_dump``: mappings, lists, scalars; others as strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None:
+        return None
+    for kind in (bool, int, float, str):  # subclasses (e.g. torch's version string) as plain
+        if isinstance(obj, kind):
+            return kind(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (ValueError, RuntimeError):
+            pass
+    return str(obj)
+
+
+def write_artifact(
+    target: Path,
+    *,
+    models: Mapping[str, torch.nn.Module],
+    model_metadata: Mapping[str, Mapping[str, Any]],
+    config: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    examples: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the artifact into a temporary folder beside *target*, then rename it into place."""
+    from safetensors.torch import save_file
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "models").mkdir(parents=True)
+    atomic_write_text(tmp / "config.yml", _dump_yaml(config))
+    atomic_write_text(
+        tmp / "metadata.yml", _dump_yaml({"format_version": FORMAT_VERSION, **metadata})
+    )
+    atomic_write_text(tmp / "metrics.yml", _dump_yaml(metrics))
+    if examples:
+        atomic_write_text(tmp / "example-results.yml", _dump_yaml(examples))
+    for name, module in models.items():
+        folder = tmp / "models" / name
+        folder.mkdir(parents=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+        save_file(_dedupe_shared(state), str(folder / "model.safetensors"))
+        atomic_write_text(
+            folder / "metadata.yml", _dump_yaml({"name": name, **model_metadata[name]})
+        )
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    fsync_dir(target.parent)
+    return target
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory (tied weights): store each storage once
+    by cloning the later names."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, tensor in state.items():
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        out[key] = tensor.clone() if ident in seen and tensor.numel() else tensor
+        seen.add(ident)
+    return out
+
+
+def artifact_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def load_model_records(
+    artifact: str | os.PathLike[str],
+) -> tuple[list[ModelRecord], dict[str, Any]]:
+    """Read every model of an artifact folder or zip, plus its ``metadata.yml``."""
+    from safetensors.torch import load as load_bytes
+
+    path = Path(artifact)
+    if not path.exists():
+        raise RunError(
+            f"no artifact at '{path}': pass an artifact folder (run.artifact_path) or the zip "
+            "written by run.save_artifact()."
+        )
+    files: dict[str, bytes] = {}
+    if path.is_dir():
+        for file in path.rglob("*"):
+            if file.is_file() and file.suffix in (".yml", ".safetensors"):
+                files[file.relative_to(path).as_posix()] = file.read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename.endswith((".yml", ".safetensors")):
+                    files[info.filename] = archive.read(info)
+    else:
+        raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
+    # Find the artifact root: the folder holding models/ (zips may add a top folder).
+    roots = {
+        key.split("models/")[0]
+        for key in files
+        if "models/" in key and key.endswith("metadata.yml")
+    }
+    if len(roots) != 1:
+        raise RunError(f"'{path}' holds no artifact (expected models/<name>/metadata.yml inside).")
+    root = roots.pop()
+    records = []
+    prefix = f"{root}models/"
+    names = sorted({key[len(prefix) :].split("/")[0] for key in files if key.startswith(prefix)})
+    for name in names:
+        meta_key, weights_key = f"{prefix}{name}/metadata.yml", f"{prefix}{name}/model.safetensors"
+        if meta_key not in files or weights_key not in files:
+            raise RunError(
+                f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
+            )
+        meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
+        records.append(
+            ModelRecord(name=name, metadata=meta, tensors=load_bytes(files[weights_key]))
+        )
+    meta_file = files.get(f"{root}metadata.yml")
+    metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
+    return records, metadata or {}
+
+
+def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Rebuild a model from the registry (or fill the given *module*) and load its weights."""
+    from .models import get_spec
+
+    registry_name = record.metadata.get("registry_name")
+    if module is None:
+        if not registry_name:
+            cls = record.metadata.get("class", "a custom module")
+            raise ConfigError(
+                f"the artifact's model '{record.name}' is a custom module ({cls}), which cannot "
+                "be rebuilt from the registry; create the module yourself and pass it: "
+                f"get_model(artifact, model=YourModule(...))."
+            )
+        spec = get_spec(registry_name)
+        module = spec.build(record.metadata.get("options") or {})
+    try:
+        module.load_state_dict(record.tensors, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"the weights of model '{record.name}' do not fit the module "
+            f"{type(module).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
+    return module

@@ -1,0 +1,93 @@
+"""Callbacks: plugins that a user passes to ``fit(callbacks=[...])``.
+
+``finetuner.callback.Callback`` is the base class. Installed callbacks are found through the
+``finetuner.callbacks`` entry-point group and resolved lazily as attributes of this module::
+
+    from finetuner.callback import EarlyStopping   # loads only that plugin
+
+A first-party callback whose distribution is not installed raises an error that names the
+distribution to install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .context import TrainingContext
+
+__all__ = ["Callback"]
+
+
+class Callback:
+    """Base class of callbacks. Every hook is optional.
+
+    Implement any hook of :mod:`finetuner.hookspecs` as a method of the same name, taking any
+    subset of ``(ctx, event)``::
+
+        class PrintLoss(Callback):
+            def finetuner_on_train_epoch_end(self, event):
+                print(event.train_loss)
+
+    Validate options in ``__init__`` and raise :class:`~finetuner.errors.ConfigError`, so a bad
+    option fails where the callback is created. Declare metric keys with
+    :meth:`provided_metrics` and :meth:`monitored_metrics`; keep resumable state in
+    :meth:`state_dict` / :meth:`load_state_dict`.
+    """
+
+    plugin_name: ClassVar[str | None] = None
+    """Name under which the callback is registered; defaults to the class name."""
+
+    def provided_metrics(self, ctx: TrainingContext) -> Iterable[str]:
+        """Full metric keys this callback returns from ``finetuner_evaluate``.
+
+        Called once, after ``finetuner_configure``. The default provides nothing.
+        """
+        return ()
+
+    def monitored_metrics(self, ctx: TrainingContext) -> Iterable[str]:
+        """Metric keys (full, or a bare name one producer provides) this callback reads.
+
+        Called once, after ``finetuner_configure``; a key nothing provides fails the fit
+        before the first step. The default monitors nothing.
+        """
+        return ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in a training checkpoint: JSON-friendly values or tensors."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, when a run resumes."""
+
+    def options(self) -> dict[str, Any]:
+        """The options this callback was created with, recorded in the run's config.
+
+        The default returns the public instance attributes that are plain values.
+        """
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if not key.startswith("_") and isinstance(value, str | int | float | bool | type(None))
+        }
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def __getattr__(name: str) -> type:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from .plugins import resolve_callback_class
+
+    return resolve_callback_class(name)
+
+
+def __dir__() -> list[str]:
+    from .plugins import discover
+
+    return sorted(
+        {*__all__, *(info.class_name for info in discover().callbacks if info.class_name)}
+    )

@@ -1,0 +1,256 @@
+"""The ``finetuner`` command line.
+
+Errors print as one ``error: ...`` line with a non-zero exit; ``--debug`` shows tracebacks.
+Plugins add sub-commands through the ``finetuner_add_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from ._version import __version__
+from .errors import FinetunerError
+
+__all__ = ["main"]
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .config_file import load_fit_config
+    from .trainer import Trainer
+
+    overrides = {
+        "runs_dir": args.runs_dir,
+        "run_name": args.run_name,
+        "experiment_name": args.experiment,
+    }
+    config = load_fit_config(args.config, overrides)
+    run = Trainer(config).run()
+    print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run = run_demo(epochs=args.epochs, runs_dir=args.runs_dir)
+    print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
+    return 0
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    """Installed callbacks and always-on plugins, loaded, with their hooks and state."""
+    from .plugins import disabled_names, discover, implemented_hooks, load
+
+    blocked = disabled_names()
+    rows = []
+    for info in discover().all():
+        load(info, warn=False)
+        rows.append(
+            {
+                "name": info.name,
+                "kind": info.kind,
+                "object": info.value,
+                "distribution": info.distribution,
+                "version": info.version,
+                "hooks": implemented_hooks(info.obj) if not info.broken else [],
+                "status": "broken"
+                if info.broken
+                else ("disabled" if info.matches(blocked) else "ok"),
+                "error": info.error,
+            }
+        )
+    return rows
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    rows = plugin_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="finetuner plugins")
+    for column in ("name", "kind", "distribution", "version", "status", "hooks"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        status = row["status"] if row["status"] != "broken" else f"broken: {row['error']}"
+        table.add_row(
+            row["name"],
+            row["kind"],
+            row["distribution"] or "-",
+            row["version"] or "-",
+            status,
+            ", ".join(row["hooks"]),
+        )
+    Console(soft_wrap=False).print(table)
+    if not rows:
+        print("no plugins installed")
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import get_run, list_runs
+
+    if args.name:
+        run = get_run(args.name, experiment_name=args.experiment, runs_dir=args.runs_dir)
+        status = run.status()
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "name": run.name,
+                        "experiment": run.experiment_name,
+                        "status": status,
+                        "metrics": run.metrics(),
+                    },
+                    indent=2,
+                )
+            )
+            return 0
+        print(f"run:        {run.name}")
+        print(f"experiment: {run.experiment_name}")
+        print(
+            f"status:     {status['status']}"
+            + (f" ({status.get('reason')})" if status.get("reason") else "")
+        )
+        print(f"path:       {run.path}")
+        run.display_metrics()
+        return 0
+    runs = list_runs(experiment_name=args.experiment, runs_dir=args.runs_dir)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "experiment": r.experiment_name,
+                        "status": r.status()["status"],
+                    }
+                    for r in runs
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not runs:
+        print("no runs yet")
+        return 0
+    for run in runs:
+        status = run.status()
+        print(
+            f"{run.experiment_name}/{run.name}  {status['status']}  {status.get('created_at') or ''}"
+        )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import describe_models
+
+    rows = describe_models(task=args.task, print_table=not args.json)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetuner", description="Fine-tune embedding models on your own machine."
+    )
+    parser.add_argument("--version", action="version", version=f"finetuner {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fine-tune with the options of a YAML config file")
+    fit.add_argument("config", help="YAML file with fit options")
+    fit.add_argument(
+        "--runs-dir", help="run store folder (default: $FINETUNER_RUNS_DIR or ./finetuner-runs)"
+    )
+    fit.add_argument("--run-name", help="name of the run (overrides the file)")
+    fit.add_argument("--experiment", help="experiment name (overrides the file)")
+    fit.set_defaults(handler=_cmd_fit)
+
+    demo = sub.add_parser("demo", help="fine-tune a small model on the built-in digits data")
+    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--runs-dir")
+    demo.set_defaults(handler=_cmd_demo)
+
+    plugins = sub.add_parser("plugins", help="list installed callbacks and always-on plugins")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(handler=_cmd_plugins)
+
+    runs = sub.add_parser("runs", help="list runs, or show one with its status and metrics")
+    runs.add_argument("name", nargs="?", help="a run name to show")
+    runs.add_argument("--experiment")
+    runs.add_argument("--runs-dir")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=_cmd_runs)
+
+    models = sub.add_parser("models", help="list the backbones of the model registry")
+    models.add_argument("--task")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=_cmd_models)
+
+    _add_plugin_commands(sub)
+    return parser
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Let installed plugins add sub-commands (finetuner_add_commands)."""
+    from .plugins import FinetunerPluginManager, disabled_names, discover, load
+
+    pm = FinetunerPluginManager()
+    blocked = disabled_names()
+    for info in discover().all():
+        if info.matches(blocked):
+            continue
+        load(info, warn=False)
+        if info.broken:
+            continue
+        # Module-level functions only: callbacks are classes, their module holds the hook.
+        holder = (
+            sys.modules.get(getattr(info.obj, "__module__", ""), None)
+            if isinstance(info.obj, type)
+            else info.obj
+        )
+        if holder is not None and callable(getattr(holder, "finetuner_add_commands", None)):
+            if pm.get_plugin(info.name) is None and not pm.is_registered(holder):
+                pm.register(holder, name=info.name)
+    pm.hook.finetuner_add_commands(subparsers=sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 0
+        return int(args.handler(args) or 0)
+    except FinetunerError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

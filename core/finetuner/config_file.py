@@ -1,0 +1,144 @@
+"""Fit options from a YAML config file, with errors that point at the file and line.
+
+A config file holds the options of :func:`finetuner.fit`; data is named (a built-in data set),
+and callbacks are listed by entry-point or class name with their options::
+
+    model: mlp
+    train_data: digits-train
+    eval_data: digits-eval
+    epochs: 3
+    callbacks:
+      - name: early-stopping
+        monitor: val_loss
+        patience: 2
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import FIT_OPTIONS, FitConfig, validate_fit_options
+from .errors import ConfigError, FinetunerError, PluginError, close_matches_hint
+
+__all__ = ["load_fit_config"]
+
+
+def _top_level_lines(text: str) -> dict[str, int]:
+    """Line number (1-based) of each top-level key."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
+
+
+def _callback_lines(text: str) -> list[int]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if key.value == "callbacks" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def _resolve_callback(spec: Any, where: str) -> Any:
+    from .plugins import FIRST_PARTY_CALLBACKS, discover, load
+
+    if isinstance(spec, str):
+        name, options = spec, {}
+    elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        options = {k: v for k, v in spec.items() if k != "name"}
+        name = spec["name"]
+    else:
+        raise ConfigError(
+            f"{where}: a callback is a name or a mapping with a 'name' key and its options, "
+            f"e.g. {{name: early-stopping, monitor: val_loss}}; got {spec!r}."
+        )
+    infos = discover().callbacks
+    match = [i for i in infos if i.name == name or i.class_name == name]
+    if not match:
+        if name in FIRST_PARTY_CALLBACKS:
+            dist = FIRST_PARTY_CALLBACKS[name]
+            raise PluginError(
+                f"{where}: callback '{name}' needs the distribution '{dist}'; install it with `pip install {dist}`."
+            )
+        known = sorted({*(i.name for i in infos), *(i.class_name or "" for i in infos)} - {""})
+        raise ConfigError(
+            f"{where}: unknown callback '{name}'; installed callbacks: {', '.join(known) or '(none)'}."
+            f"{close_matches_hint(name, [*known, *FIRST_PARTY_CALLBACKS])}"
+        )
+    info = load(match[0])
+    if info.broken:
+        raise PluginError(f"{where}: callback '{name}' is installed but broken: {info.error}")
+    cls = info.obj
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        import inspect
+
+        accepted = [
+            p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")
+        ]
+        bad = [k for k in options if k not in accepted]
+        hint = close_matches_hint(bad[0], accepted) if bad else ""
+        raise ConfigError(
+            f"{where}: callback '{name}': {exc}. Its options are: {', '.join(accepted) or '(none)'}.{hint}"
+        ) from None
+    except FinetunerError as exc:
+        raise ConfigError(f"{where}: callback '{name}': {exc}") from None
+
+
+def load_fit_config(
+    path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
+) -> FitConfig:
+    """Read and validate a YAML config file into a :class:`FitConfig`."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file '{file}' does not exist.")
+    text = file.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file}{line}: not valid YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{file}: the file is empty; it needs at least 'model' and 'train_data'.")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{file}: expected a mapping of fit options at the top level, got {type(raw).__name__}."
+        )
+    lines = _top_level_lines(text)
+    for key in raw:
+        if key not in FIT_OPTIONS:
+            raise ConfigError(
+                f"{file}:{lines.get(str(key), '?')}: unknown option '{key}'.{close_matches_hint(str(key), FIT_OPTIONS)}"
+            )
+    options = dict(raw)
+    options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    callbacks = options.get("callbacks") or []
+    if not isinstance(callbacks, list):
+        raise ConfigError(f"{file}:{lines.get('callbacks', '?')}: 'callbacks' must be a list.")
+    cb_lines = _callback_lines(text)
+    options["callbacks"] = [
+        _resolve_callback(
+            spec, f"{file}:{cb_lines[i] if i < len(cb_lines) else lines.get('callbacks', '?')}"
+        )
+        for i, spec in enumerate(callbacks)
+    ]
+    for key in ("model", "train_data"):
+        if key not in options:
+            raise ConfigError(f"{file}: the option '{key}' is required.")
+    return validate_fit_options(options, source=str(file), lines=lines)

@@ -1,0 +1,170 @@
+"""The training context handed to every hook as ``ctx``, and its ``control`` channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, close_matches_hint
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .plugins import FinetunerPluginManager
+    from .runs import Run
+
+__all__ = ["Control", "TrainingContext"]
+
+
+class Control:
+    """Requests from plugins to the trainer. The trainer decides when to honour them.
+
+    * :meth:`request_stop` ends training after the current epoch (the epoch's metrics are
+      published and ``finetuner_on_epoch_end`` still runs, so checkpoints see the decision).
+    * :meth:`request_checkpoint` asks checkpointing plugins to write state at the end of this
+      epoch even where their schedule would skip it.
+    * :meth:`request_evaluation` runs producers and consumers once more after the current
+      batch (stage ``"step"``), e.g. every N steps.
+    """
+
+    __slots__ = (
+        "_checkpoint_reason",
+        "_evaluation_requested",
+        "_stop_reason",
+        "_stop_requested_by",
+    )
+
+    def __init__(self) -> None:
+        self._stop_reason: str | None = None
+        self._stop_requested_by: str | None = None
+        self._checkpoint_reason: str | None = None
+        self._evaluation_requested = False
+
+    def request_stop(self, reason: str, *, source: str | None = None) -> None:
+        """Stop training at the end of the current epoch, for *reason* (shown to the user)."""
+        if not reason or not isinstance(reason, str):
+            raise ConfigError("request_stop needs a reason: a short sentence saying why.")
+        if self._stop_reason is None:  # the first request wins; later ones add nothing
+            self._stop_reason = reason
+            self._stop_requested_by = source
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether some plugin asked to stop."""
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """The reason given by the first plugin that asked to stop."""
+        return self._stop_reason
+
+    @property
+    def stop_requested_by(self) -> str | None:
+        return self._stop_requested_by
+
+    def request_checkpoint(self, reason: str = "requested") -> None:
+        """Ask checkpointing plugins to save state at the end of this epoch."""
+        self._checkpoint_reason = reason
+
+    @property
+    def checkpoint_requested(self) -> bool:
+        return self._checkpoint_reason is not None
+
+    @property
+    def checkpoint_reason(self) -> str | None:
+        return self._checkpoint_reason
+
+    def request_evaluation(self) -> None:
+        """Evaluate (stage ``"step"``) after the current training batch."""
+        self._evaluation_requested = True
+
+    # The trainer's side of the channel.
+    def _take_evaluation_request(self) -> bool:
+        requested, self._evaluation_requested = self._evaluation_requested, False
+        return requested
+
+    def _clear_checkpoint_request(self) -> None:
+        self._checkpoint_reason = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stop_reason": self._stop_reason, "stop_requested_by": self._stop_requested_by}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._stop_reason = state.get("stop_reason")
+        self._stop_requested_by = state.get("stop_requested_by")
+
+
+@dataclass(eq=False)
+class TrainingContext:
+    """What a hook can reach during a fit.
+
+    Attributes are read freely; plugins change training only through :attr:`control`, and
+    weight-changing plugins change :attr:`model` only in ``finetuner_on_train_end``.
+    """
+
+    run: Run
+    """The run being trained (its folder, status, metrics records)."""
+    config: Mapping[str, Any]
+    """The resolved, validated fit configuration (JSON-friendly values)."""
+    models: dict[str, torch.nn.Module]
+    """Every model being trained by name; a single-tower fit has one, named ``"model"``."""
+    device: torch.device
+    plugin_manager: FinetunerPluginManager
+    logger: Any
+    """A structlog bound logger writing JSON lines to the run's log (and to the console)."""
+    control: Control = field(default_factory=Control)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    loss: torch.nn.Module | None = None
+    train_data: Any = None
+    """The training :class:`~finetuner.data.Dataset`."""
+    eval_data: Any = None
+    """The validation :class:`~finetuner.data.Dataset`, or ``None``."""
+    epoch: int = 0
+    """The current 0-based epoch (``-1`` before training starts)."""
+    epochs: int = 0
+    step: int = 0
+    """Optimisation steps done so far over the whole fit."""
+    steps_per_epoch: int = 0
+    metric_keys: tuple[str, ...] = ()
+    model_names: dict[str, str] = field(default_factory=dict)
+    """Display name of each model: the registry name (``"mlp"``) or the module's class name."""
+    _encode: Callable[..., np.ndarray] | None = None
+    _record_examples: Callable[[str, Mapping[str, Any]], None] | None = None
+    _metric_aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model being trained (the first one, for multi-tower fits)."""
+        return next(iter(self.models.values()))
+
+    def encode(
+        self, data: Any, *, model: str | None = None, batch_size: int = 32, num_workers: int = 0
+    ) -> np.ndarray:
+        """Encode *data* (any form ``fit`` accepts, or a :class:`~finetuner.data.Dataset`)
+        with the current weights, in eval mode and without gradients, and return a
+        ``(n, dim)`` float32 numpy array. *model* picks a tower by name."""
+        if self._encode is None:  # pragma: no cover - set by the trainer
+            raise RuntimeError("encode is not available outside a fit")
+        return self._encode(data, model=model, batch_size=batch_size, num_workers=num_workers)
+
+    def record_examples(self, stage: str, examples: Mapping[str, Sequence[str]]) -> None:
+        """Store example results for *stage* (``"before"`` or ``"after"``) in the run:
+        a mapping from a query's display string to its matches' display strings."""
+        if self._record_examples is None:  # pragma: no cover - set by the trainer
+            raise RuntimeError("record_examples is not available outside a fit")
+        self._record_examples(stage, examples)
+
+    def resolve_metric(self, name: str) -> str:
+        """Return the full metric key for *name*: a full key, or a bare metric name that
+        exactly one producer provides (``"precision_at_k"`` -> ``"mlp_precision_at_k"``)."""
+        if name in self.metric_keys:
+            return name
+        if name in self._metric_aliases:
+            return self._metric_aliases[name]
+        raise ConfigError(
+            f"no metric '{name}' is published in this run; available keys: "
+            f"{', '.join(self.metric_keys) or '(none)'}.{close_matches_hint(name, self.metric_keys)}"
+        )

@@ -1,0 +1,162 @@
+"""``finetuner.testing``: a pytest plugin for plugin authors (loaded automatically by pytest).
+
+Fixtures:
+
+``finetuner_fit``
+    A function that runs a tiny fit in a temporary run store and records every hook call in
+    order. ``result = finetuner_fit(callbacks=[MyCallback()], epochs=2)`` returns a
+    :class:`FitResult` with the ``run`` and a :class:`HookRecorder`.
+``tiny_data``
+    Forty ``(tensor, label)`` pairs in four well-separated classes.
+
+The recorder is in the spirit of pytest's ``HookRecorder``: ``recorder.names()`` lists hook
+names in call order, ``recorder.getcalls("finetuner_on_metrics")`` returns the calls of one
+hook with their ``event``, and ``recorder.calls_to("my-plugin")`` lists the hooks where a
+given plugin had an implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .hookspecs import hookimpl
+
+__all__ = ["FitResult", "HookCall", "HookRecorder", "make_tiny_data", "run_recorded_fit"]
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """One hook call: its name, its ``event``, and the plugins whose implementations ran."""
+
+    name: str
+    event: Any
+    plugins: tuple[str, ...]
+
+
+@dataclass
+class HookRecorder:
+    calls: list[HookCall] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [call.name for call in self.calls]
+
+    def getcalls(self, name: str) -> list[HookCall]:
+        return [call for call in self.calls if call.name == name]
+
+    def calls_to(self, plugin: str) -> list[str]:
+        """Hook names, in order, whose call ran an implementation of *plugin*."""
+        return [call.name for call in self.calls if plugin in call.plugins]
+
+    def assert_order(self, names: Iterable[str]) -> None:
+        """Assert that *names* occur in this order (other calls may come in between)."""
+        wanted = list(names)
+        seen = iter(self.names())
+        for name in wanted:
+            if not any(call == name for call in seen):
+                raise AssertionError(
+                    f"hook {name!r} not called in the expected order {wanted}; calls: {self.names()}"
+                )
+
+
+class _RecorderPlugin:
+    """Installs call monitoring on the run's plugin manager as the first thing of the fit."""
+
+    plugin_name = "finetuner-testing-recorder"
+
+    def __init__(self, recorder: HookRecorder) -> None:
+        self.recorder = recorder
+        self.undo: Callable[[], None] | None = None
+
+    @hookimpl(tryfirst=True)  # before any other implementation of the first hook
+    def finetuner_configure(self, ctx: Any, event: Any) -> None:
+        if self.undo is not None:
+            return
+        recorder = self.recorder
+
+        def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+            names = tuple(impl.plugin_name for impl in impls if impl.plugin is not self)
+            recorder.calls.append(HookCall(hook_name, kwargs.get("event"), names))
+
+        def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+            return None
+
+        self.undo = ctx.plugin_manager.add_hookcall_monitoring(before, after)
+        # This very call was not monitored yet: record it by hand.
+        names = tuple(
+            impl.plugin_name
+            for impl in ctx.plugin_manager.hook.finetuner_configure.get_hookimpls()
+            if impl.plugin is not self
+        )
+        recorder.calls.append(HookCall("finetuner_configure", event, names))
+
+
+@dataclass
+class FitResult:
+    run: Any
+    recorder: HookRecorder
+
+
+def make_tiny_data(
+    num_classes: int = 4, per_class: int = 10, dim: int = 8, seed: int = 0
+) -> list[tuple[Any, int]]:
+    """Small, well-separated ``(tensor, label)`` pairs for fast fits."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dim, generator=gen) * 4
+    return [
+        (centres[c] + 0.3 * torch.randn(dim, generator=gen), c)
+        for c in range(num_classes)
+        for _ in range(per_class)
+    ]
+
+
+def run_recorded_fit(
+    runs_dir: str | Path,
+    *,
+    callbacks: list[Any] | None = None,
+    recorder: HookRecorder | None = None,
+    **options: Any,
+) -> FitResult:
+    """Run a tiny fit with a hook recorder; *options* override ``fit``'s arguments.
+
+    Pass your own *recorder* to inspect the calls of a fit that raises.
+    """
+    import finetuner
+
+    recorder = recorder if recorder is not None else HookRecorder()
+    plugin = _RecorderPlugin(recorder)
+    data = options.pop("train_data", None) or make_tiny_data()
+    defaults: dict[str, Any] = {
+        "model": "mlp",
+        "model_options": {"hidden_sizes": [16, 8]},
+        "epochs": 2,
+        "batch_size": 8,
+        "seed": 0,
+        "runs_dir": str(runs_dir),
+    }
+    defaults.update(options)
+    try:
+        run = finetuner.fit(train_data=data, callbacks=[plugin, *(callbacks or [])], **defaults)
+    finally:
+        if plugin.undo is not None:
+            plugin.undo()
+    return FitResult(run=run, recorder=recorder)
+
+
+@pytest.fixture
+def tiny_data() -> list[tuple[Any, int]]:
+    return make_tiny_data()
+
+
+@pytest.fixture
+def finetuner_fit(tmp_path: Path) -> Callable[..., FitResult]:
+    def run(**options: Any) -> FitResult:
+        return run_recorded_fit(tmp_path / "runs", **options)
+
+    return run

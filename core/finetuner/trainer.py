@@ -1,0 +1,881 @@
+"""The trainer: builds everything from a validated config, then runs the hook sequence.
+
+The order of hooks, and the produce-then-publish handling of metrics, are documented in
+:mod:`finetuner.hookspecs`; this module is their single implementation.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._version import __version__
+from .artifacts import artifact_size, write_artifact
+from .callback import Callback
+from .config import FitConfig, describe_data
+from .context import TrainingContext
+from .data import (
+    ClassBalancedBatchSampler,
+    Dataset,
+    RandomBatchSampler,
+    load_dataset,
+    split_dataset,
+)
+from .errors import ConfigError, DataError, FinetunerError, PluginError, close_matches_hint
+from .events import (
+    BatchEnded,
+    BatchStarted,
+    EpochEnded,
+    EpochStarted,
+    EvaluationRequested,
+    ExceptionRaised,
+    FitConfigured,
+    FitEnded,
+    FitStarted,
+    LogRecorded,
+    MetricDeclaration,
+    MetricsPublished,
+    Stage,
+    TrainEnded,
+    TrainEpochEnded,
+    ValidationEnded,
+    frozen_mapping,
+)
+from .losses import (
+    CLASSIFICATION_LOSSES,
+    build_loss,
+    build_miner,
+    validate_loss_name,
+    validate_miner_name,
+)
+from .models import get_spec
+from .optim import build_optimizer, build_scheduler, validate_optimizer_name, validate_scheduler
+from .plugins import build_plugin_manager
+from .runs import Run, RunStatus, create_run
+
+__all__ = ["Trainer", "resolve_device"]
+
+DEFAULT_BATCH_SIZE = 32
+MODEL_NAME = "model"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device='{device}' but no CUDA device is available; use device='auto' or 'cpu'."
+        )
+    return resolved
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _format_reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Trainer:
+    """One fit. Construct with a validated :class:`FitConfig`, then call :meth:`run`."""
+
+    def __init__(self, config: FitConfig):
+        self.cfg = config
+        self._phase = "setup"
+        self.seed = (
+            config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+        )
+        _seed_everything(self.seed)
+        self.device = resolve_device(config.device)
+        self._check_names()
+        self.train_data, self.eval_data = self._load_data()
+        self.model, self.model_meta, self.model_display = self._build_model()
+        self.models = {MODEL_NAME: self.model}
+        self.loss_fn, self.miner = self._build_loss()
+        self.batch_size = self._batch_size()
+        self.sampler = self._build_sampler()
+        self.steps_per_epoch = len(self.sampler)
+        self._check_forward()
+        self.optimizer = self._build_optimizer()
+        self.scheduler, self.scheduler_step = (None, "batch")
+        if config.scheduler:
+            self.scheduler, self.scheduler_step = build_scheduler(
+                config.scheduler,
+                self.optimizer,
+                config.scheduler_options,
+                steps_per_epoch=self.steps_per_epoch,
+                epochs=config.epochs,
+            )
+        self.callbacks = self._check_callbacks(config.callbacks)
+
+    # --- building ---------------------------------------------------------------------------
+
+    def _check_names(self) -> None:
+        cfg = self.cfg
+        validate_loss_name(cfg.loss)
+        if cfg.miner:
+            validate_miner_name(cfg.miner)
+        validate_optimizer_name(cfg.optimizer)
+        if cfg.scheduler:
+            validate_scheduler(cfg.scheduler, cfg.scheduler_options)
+        if isinstance(cfg.model, str):
+            get_spec(cfg.model)
+
+    def _load_data(self) -> tuple[Dataset, Dataset | None]:
+        cfg = self.cfg
+        train = load_dataset(cfg.train_data, name="train_data")
+        evaluation = (
+            load_dataset(cfg.eval_data, name="eval_data") if cfg.eval_data is not None else None
+        )
+        if evaluation is None and cfg.val_split > 0:
+            train, evaluation = split_dataset(train, cfg.val_split, self.seed)
+        if train.num_classes < 2:
+            raise DataError(
+                f"train_data has a single class ({train.classes[0]!r}); {cfg.loss} learns by "
+                "telling classes apart and needs items of at least two classes."
+            )
+        if evaluation is not None and tuple(evaluation.inputs.shape[1:]) != tuple(
+            train.inputs.shape[1:]
+        ):
+            raise DataError(
+                f"eval_data items have shape {tuple(evaluation.inputs.shape[1:])} but train_data "
+                f"items have shape {tuple(train.inputs.shape[1:])}; they must match."
+            )
+        if evaluation is not None:
+            # Validation labels use the training classes where they overlap.
+            evaluation = _align_classes(evaluation, train)
+        return train, evaluation
+
+    def _build_model(self) -> tuple[nn.Module, dict[str, Any], str]:
+        cfg = self.cfg
+        item_shape = tuple(int(d) for d in self.train_data.inputs.shape[1:])
+        if isinstance(cfg.model, str):
+            spec = get_spec(cfg.model)
+            options = spec.resolve_options(cfg.model_options, item_shape)
+            module = spec.build(options)
+            meta = {
+                "registry_name": spec.name,
+                "options": options,
+                "class": f"{type(module).__module__}.{type(module).__qualname__}",
+                "input_shape": list(item_shape),
+            }
+            display = spec.name
+        else:
+            if cfg.model_options:
+                raise ConfigError(
+                    "model_options apply to registry models only; configure your own "
+                    "torch.nn.Module when you create it."
+                )
+            module = cfg.model
+            meta = {
+                "registry_name": None,
+                "options": {},
+                "class": f"{type(module).__module__}.{type(module).__qualname__}",
+                "input_shape": list(item_shape),
+            }
+            display = type(module).__name__.lower()
+        return module.to(self.device), meta, display
+
+    def _check_forward(self) -> None:
+        """Run one small batch through the model, so data/model mismatches fail before the run."""
+        x, _ = self.train_data.batch(list(range(min(2, len(self.train_data)))))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(x.to(self.device))
+        except Exception as exc:
+            raise ConfigError(
+                f"the model failed on a batch of train_data (items of shape "
+                f"{tuple(x.shape[1:])}): {_format_reason(exc)}"
+            ) from exc
+        finally:
+            self.model.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ConfigError(
+                "the model must return a 2-D tensor of embeddings (batch, dim); it returned "
+                f"{type(out).__name__}{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}."
+            )
+        self.output_dim = int(out.shape[1])
+        self.model_meta["output_dim"] = self.output_dim
+        # Losses with their own weights need the embedding size: build them now it is known.
+        if self._loss_needs_dim:
+            self.loss_fn, self.miner = self._build_loss(embedding_size=self.output_dim)
+
+    _loss_needs_dim = False
+
+    def _build_loss(self, embedding_size: int | None = None) -> tuple[nn.Module, Any]:
+        cfg = self.cfg
+        import inspect
+
+        from pytorch_metric_learning import losses
+
+        params = inspect.signature(getattr(losses, cfg.loss)).parameters
+        if (
+            "embedding_size" in params
+            and "embedding_size" not in cfg.loss_options
+            and embedding_size is None
+        ):
+            self._loss_needs_dim = True
+            embedding_size = 1  # placeholder until the model's output size is known
+        loss = build_loss(
+            cfg.loss,
+            cfg.loss_options,
+            num_classes=self.train_data.num_classes,
+            embedding_size=embedding_size,
+        ).to(self.device)
+        miner = build_miner(cfg.miner, cfg.miner_options) if cfg.miner else None
+        return loss, miner
+
+    def _batch_size(self) -> int:
+        size = self.cfg.batch_size or DEFAULT_BATCH_SIZE
+        return max(2, min(size, len(self.train_data)))
+
+    def _sampler_kind(self) -> str:
+        if self.cfg.sampler != "auto":
+            return self.cfg.sampler
+        return "random" if self.cfg.loss in CLASSIFICATION_LOSSES else "class"
+
+    def _build_sampler(self) -> ClassBalancedBatchSampler | RandomBatchSampler:
+        if self._sampler_kind() == "class":
+            return ClassBalancedBatchSampler(
+                self.train_data.labels, self.batch_size, self.cfg.num_items_per_class, self.seed
+            )
+        return RandomBatchSampler(len(self.train_data), self.batch_size, self.seed)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.model.parameters() if p.requires_grad]}
+        ]
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if loss_params:
+            groups.append({"params": loss_params})
+        if not groups[0]["params"]:
+            raise ConfigError("the model has no trainable parameters (all are frozen).")
+        return build_optimizer(
+            self.cfg.optimizer, groups, self.cfg.optimizer_options, self.cfg.learning_rate
+        )
+
+    def _check_callbacks(self, callbacks: Sequence[Any]) -> list[Any]:
+        checked = []
+        for i, callback in enumerate(callbacks):
+            if isinstance(callback, type):
+                raise ConfigError(
+                    f"callbacks[{i}] is the class {callback.__name__}; pass an instance: "
+                    f"{callback.__name__}(...)."
+                )
+            if isinstance(callback, str):
+                raise ConfigError(
+                    f"callbacks[{i}] is the string {callback!r}; in Python pass an instance "
+                    f"(finetuner.callback.{callback}(...)); names work in config files."
+                )
+            if not isinstance(callback, Callback) and not any(
+                name.startswith("finetuner_") for name in dir(callback)
+            ):
+                raise ConfigError(
+                    f"callbacks[{i}] ({type(callback).__name__}) is not a finetuner callback: "
+                    "subclass finetuner.callback.Callback and implement finetuner_* hooks."
+                )
+            checked.append(callback)
+        return checked
+
+    def resolved_config(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "model": cfg.model if isinstance(cfg.model, str) else self.model_meta["class"],
+            "model_options": self.model_meta.get("options", {}),
+            "train_data": describe_data(cfg.train_data),
+            "eval_data": describe_data(cfg.eval_data),
+            "val_split": cfg.val_split,
+            "loss": cfg.loss,
+            "loss_options": dict(cfg.loss_options),
+            "miner": cfg.miner,
+            "miner_options": dict(cfg.miner_options),
+            "optimizer": cfg.optimizer,
+            "optimizer_options": dict(cfg.optimizer_options),
+            "learning_rate": cfg.learning_rate,
+            "epochs": cfg.epochs,
+            "batch_size": self.batch_size,
+            "scheduler": cfg.scheduler,
+            "scheduler_options": dict(cfg.scheduler_options),
+            "callbacks": [
+                {
+                    "class": type(cb).__name__,
+                    "options": cb.options() if isinstance(cb, Callback) else {},
+                }
+                for cb in self.callbacks
+            ],
+            "device": str(self.device),
+            "num_workers": cfg.num_workers,
+            "num_items_per_class": cfg.num_items_per_class,
+            "sampler": self._sampler_kind(),
+            "run_name": cfg.run_name,
+            "experiment_name": cfg.experiment_name or "default",
+            "description": cfg.description,
+            "seed": self.seed,
+        }
+
+    # --- running ----------------------------------------------------------------------------
+
+    def run(self) -> Run:
+        cfg = self.cfg
+        config = self.resolved_config()
+        run = create_run(
+            config,
+            run_name=cfg.run_name,
+            experiment_name=cfg.experiment_name,
+            runs_dir=cfg.runs_dir,
+        )
+        config["run_name"] = run.name
+        self.run_obj = run
+        from ._runlog import RunLog
+
+        self.runlog = RunLog(run.log_path)
+        self.log = self.runlog.logger("finetuner.trainer")
+        self.pm = None
+        self.ctx: TrainingContext | None = None
+        started = time.perf_counter()
+        try:
+            run._set_status(RunStatus.STARTED)
+            self._phase = "plugins"
+            skipped: list[tuple[str, str]] = []
+            self.pm, self.registered = build_plugin_manager(
+                self.callbacks, on_skip=lambda name, why: skipped.append((name, why))
+            )
+            self.ctx = TrainingContext(
+                run=run,
+                config=frozen_mapping(config),
+                models=self.models,
+                device=self.device,
+                plugin_manager=self.pm,
+                logger=self.runlog.logger("finetuner.run"),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                loss=self.loss_fn,
+                train_data=self.train_data,
+                eval_data=self.eval_data,
+                epoch=-1,
+                epochs=cfg.epochs,
+                steps_per_epoch=self.steps_per_epoch,
+                model_names={MODEL_NAME: self.model_display},
+                _encode=self._encode,
+                _record_examples=self._record_examples,
+            )
+            self.runlog.set_listener(self._forward_log)
+            for name, why in skipped:
+                self.log.warning("plugin skipped", plugin=name, reason=why)
+            self.log.info(
+                "run started",
+                run=run.name,
+                experiment=run.experiment_name,
+                plugins=[r.name for r in self.registered],
+                device=str(self.device),
+                seed=self.seed,
+            )
+            self._fit(started)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            self.runlog.close()
+        return run
+
+    def _fit(self, started: float) -> None:
+        assert self.ctx is not None and self.pm is not None
+        ctx, hook, cfg = self.ctx, self.pm.hook, self.cfg
+        self._phase = "configure"
+        declared = hook.finetuner_configure(
+            ctx=ctx,
+            event=FitConfigured(
+                run_name=ctx.run.name,
+                experiment_name=ctx.run.experiment_name,
+                config=ctx.config,
+                model_names=tuple(self.models),
+            ),
+        )
+        self._validate_declarations(declared)
+        self._phase = "fit_begin"
+        hook.finetuner_on_fit_begin(
+            ctx=ctx,
+            event=FitStarted(
+                run_name=ctx.run.name,
+                experiment_name=ctx.run.experiment_name,
+                epochs=cfg.epochs,
+                steps_per_epoch=self.steps_per_epoch,
+                start_epoch=0,
+                metric_keys=ctx.metric_keys,
+            ),
+        )
+        val_before = self._validation_loss() if self.eval_data is not None else None
+        self.metrics_before = self._evaluate_and_publish("before", epoch=-1, val_loss=val_before)
+
+        epochs_done = 0
+        last_metrics: Mapping[str, float] = {}
+        for epoch in range(cfg.epochs):
+            ctx.epoch = epoch
+            self._phase = "train"
+            train_loss = self._train_epoch(epoch)
+            hook.finetuner_on_train_epoch_end(
+                ctx=ctx,
+                event=TrainEpochEnded(
+                    epoch=epoch, train_loss=train_loss, steps=self.steps_per_epoch
+                ),
+            )
+            val_loss = None
+            if self.eval_data is not None:
+                self._phase = "validate"
+                val_loss = self._validation_loss()
+                hook.finetuner_on_validation_end(
+                    ctx=ctx, event=ValidationEnded(epoch=epoch, val_loss=val_loss)
+                )
+            last_metrics = self._evaluate_and_publish(
+                "epoch", epoch, train_loss=train_loss, val_loss=val_loss
+            )
+            epochs_done = epoch + 1
+            stop = ctx.control.stop_requested
+            self._phase = "epoch_end"
+            hook.finetuner_on_epoch_end(
+                ctx=ctx,
+                event=EpochEnded(
+                    epoch=epoch,
+                    epochs=cfg.epochs,
+                    step=ctx.step,
+                    metrics=last_metrics,
+                    stop_requested=stop,
+                    stop_reason=ctx.control.stop_reason,
+                    is_last=stop or epoch == cfg.epochs - 1,
+                ),
+            )
+            ctx.control._clear_checkpoint_request()
+            if stop:
+                self.log.info(
+                    "training stopped",
+                    reason=ctx.control.stop_reason,
+                    epoch=epoch,
+                    by=ctx.control.stop_requested_by,
+                )
+                break
+            if self.scheduler is not None and self.scheduler_step == "epoch":
+                self.scheduler.step()
+
+        self._phase = "train_end"
+        hook.finetuner_on_train_end(
+            ctx=ctx,
+            event=TrainEnded(
+                epochs_completed=epochs_done,
+                step=ctx.step,
+                stopped_early=ctx.control.stop_requested,
+                stop_reason=ctx.control.stop_reason,
+            ),
+        )
+        val_after = self._validation_loss() if self.eval_data is not None else None
+        self.metrics_after = self._evaluate_and_publish(
+            "after", epoch=max(epochs_done - 1, 0), val_loss=val_after
+        )
+        self._phase = "artifact"
+        duration = time.perf_counter() - started
+        artifact = self._write_artifact(duration)
+        self._phase = "fit_end"
+        hook.finetuner_on_fit_end(
+            ctx=ctx,
+            event=FitEnded(
+                run_name=ctx.run.name,
+                experiment_name=ctx.run.experiment_name,
+                duration_s=duration,
+                artifact_path=str(artifact),
+                artifact_size_bytes=artifact_size(artifact),
+                metrics_before=frozen_mapping(self.metrics_before),
+                metrics_after=frozen_mapping(self.metrics_after),
+            ),
+        )
+        ctx.run._set_status(
+            RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
+        )
+        self.log.info("run finished", duration_s=round(duration, 3))
+
+    def _train_epoch(self, epoch: int) -> float:
+        assert self.ctx is not None and self.pm is not None
+        ctx, hook = self.ctx, self.pm.hook
+        model, loss_fn, miner, optimizer = self.model, self.loss_fn, self.miner, self.optimizer
+        scheduler = self.scheduler if self.scheduler_step == "batch" else None
+        device = self.device
+        self.sampler.set_epoch(epoch)
+        hook.finetuner_on_epoch_begin(
+            ctx=ctx,
+            event=EpochStarted(epoch=epoch, epochs=self.cfg.epochs, steps=self.steps_per_epoch),
+        )
+        batch_begin, batch_end = (
+            hook.finetuner_on_train_batch_begin,
+            hook.finetuner_on_train_batch_end,
+        )
+        model.train()
+        total, count = 0.0, 0
+        for batch_index, (x, y) in enumerate(self._batches()):
+            size = int(x.shape[0])
+            batch_begin(
+                ctx=ctx,
+                event=BatchStarted(
+                    epoch=epoch, step=ctx.step, batch_index=batch_index, batch_size=size
+                ),
+            )
+            if device.type != "cpu":
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            embeddings = model(x)
+            loss = (
+                loss_fn(embeddings, y, miner(embeddings, y))
+                if miner is not None
+                else loss_fn(embeddings, y)
+            )
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            value = float(loss.item())
+            if not math.isfinite(value):
+                raise FinetunerError(
+                    f"the training loss became {value} at epoch {epoch + 1}, batch {batch_index + 1}; "
+                    "lower the learning rate or check the data for extreme values."
+                )
+            ctx.step += 1
+            total += value
+            count += 1
+            batch_end(
+                ctx=ctx,
+                event=BatchEnded(
+                    epoch=epoch,
+                    step=ctx.step,
+                    batch_index=batch_index,
+                    batch_size=size,
+                    loss=value,
+                    learning_rates=tuple(group["lr"] for group in optimizer.param_groups),
+                ),
+            )
+            if ctx.control._take_evaluation_request():
+                self._evaluate_and_publish("step", epoch, train_loss=total / count)
+                model.train()
+        return total / max(count, 1)
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        data = self.train_data
+        if self.cfg.num_workers == 0:
+            for indices in self.sampler:
+                yield data.batch(indices)
+            return
+        from torch.utils.data import DataLoader
+
+        yield from DataLoader(
+            data,  # type: ignore[arg-type]
+            batch_sampler=self.sampler,  # type: ignore[arg-type]
+            collate_fn=_pass_through,
+            num_workers=self.cfg.num_workers,
+        )
+
+    def _validation_loss(self) -> float:
+        assert self.eval_data is not None
+        data = self.eval_data
+        sampler = ClassBalancedBatchSampler(
+            data.labels, self.batch_size, self.cfg.num_items_per_class, seed=0
+        )
+        if self._sampler_kind() == "random":
+            sampler = RandomBatchSampler(len(data), self.batch_size, seed=0)  # type: ignore[assignment]
+        was_training = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for indices in sampler:
+                x, y = data.batch(indices)
+                embeddings = self.model(x.to(self.device))
+                total += float(self.loss_fn(embeddings, y.to(self.device)).item())
+                count += 1
+        self.model.train(was_training)
+        return total / max(count, 1)
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def _validate_declarations(self, returned: list[Any]) -> None:
+        assert self.ctx is not None
+        declarations: list[MetricDeclaration] = []
+        for item in returned:
+            if not isinstance(item, MetricDeclaration):
+                raise PluginError(
+                    f"finetuner_configure returned {item!r}; return a MetricDeclaration or None."
+                )
+            declarations.append(item)
+        for reg in self.registered:
+            if isinstance(reg.plugin, Callback):
+                provides = tuple(reg.plugin.provided_metrics(self.ctx))
+                monitors = tuple(reg.plugin.monitored_metrics(self.ctx))
+                if provides or monitors:
+                    declarations.append(
+                        MetricDeclaration(source=reg.name, provides=provides, monitors=monitors)
+                    )
+        provided: dict[str, str] = {}
+        for decl in declarations:
+            for key in decl.provides:
+                if key in ("train_loss", "val_loss"):
+                    raise PluginError(
+                        f"plugin '{decl.source}' declares '{key}', which the trainer provides.",
+                        plugin=decl.source,
+                    )
+                if key in provided:
+                    raise PluginError(
+                        f"plugins '{provided[key]}' and '{decl.source}' both provide the metric '{key}'; "
+                        "give one of them another caption or key prefix.",
+                        plugin=decl.source,
+                    )
+                provided[key] = decl.source
+        keys = [*provided, "train_loss"] + (["val_loss"] if self.eval_data is not None else [])
+        aliases: dict[str, str] = {}
+        for decl in declarations:
+            for name in decl.monitors:
+                if name in keys:
+                    continue
+                if name == "val_loss":
+                    raise ConfigError(
+                        f"{decl.source} monitors 'val_loss', which nothing provides: val_loss needs "
+                        f"eval_data or val_split. Available keys: {', '.join(keys)}."
+                    )
+                matches = [k for k in provided if k.endswith("_" + name)]
+                if len(matches) == 1:
+                    aliases[name] = matches[0]
+                    continue
+                if len(matches) > 1:
+                    raise ConfigError(
+                        f"{decl.source} monitors '{name}', which several producers provide "
+                        f"({', '.join(matches)}); monitor one full key."
+                    )
+                raise ConfigError(
+                    f"{decl.source} monitors '{name}', which nothing provides. Available keys: "
+                    f"{', '.join(keys)}.{close_matches_hint(name, keys)} Install or add the "
+                    "callback that produces it (e.g. EvaluationCallback), or monitor another key."
+                )
+        self.ctx.metric_keys = tuple(keys)
+        self.ctx._metric_aliases = aliases
+        self._declared = set(provided)
+        self._producers = tuple(sorted({decl.source for decl in declarations if decl.provides}))
+
+    def _evaluate_and_publish(
+        self,
+        stage: Stage,
+        epoch: int,
+        *,
+        train_loss: float | None = None,
+        val_loss: float | None = None,
+    ) -> dict[str, float]:
+        assert self.ctx is not None and self.pm is not None
+        ctx, hook = self.ctx, self.pm.hook
+        self._phase = "evaluate"
+        event = EvaluationRequested(stage=stage, epoch=epoch, step=ctx.step)
+        was_training = self.model.training
+        for module in self.models.values():
+            module.eval()
+        with torch.no_grad():
+            results = hook.finetuner_evaluate(ctx=ctx, event=event)
+        for module in self.models.values():
+            module.train(was_training)
+        metrics: dict[str, float] = {}
+        for result in results:
+            if not isinstance(result, Mapping):
+                raise PluginError(
+                    f"a finetuner_evaluate implementation returned {type(result).__name__}; return a dict of floats."
+                )
+            for key, value in result.items():
+                if key not in self._declared:
+                    raise PluginError(
+                        f"a producer returned the metric '{key}', which no plugin declared; declare it "
+                        "in provided_metrics() (or a MetricDeclaration from finetuner_configure)."
+                    )
+                if key in metrics:
+                    raise PluginError(f"the metric '{key}' was returned twice in one evaluation.")
+                try:
+                    metrics[key] = float(value)
+                except (TypeError, ValueError):
+                    raise PluginError(f"the metric '{key}' is {value!r}, not a number.") from None
+        if train_loss is not None:
+            metrics["train_loss"] = float(train_loss)
+        if val_loss is not None:
+            metrics["val_loss"] = float(val_loss)
+        ctx.run._append_metrics(stage, epoch, ctx.step, metrics)
+        self._phase = "publish"
+        published = MetricsPublished(
+            stage=stage,
+            epoch=epoch,
+            step=ctx.step,
+            metrics=frozen_mapping(metrics),
+            producers=self._producers,
+        )
+        hook.finetuner_on_metrics(ctx=ctx, event=published)
+        return metrics
+
+    # --- helpers for ctx ----------------------------------------------------------------------
+
+    def _encode(
+        self, data: Any, *, model: str | None, batch_size: int, num_workers: int
+    ) -> np.ndarray:
+        name = model or MODEL_NAME
+        if name not in self.models:
+            raise ConfigError(
+                f"no model named '{name}' in this fit; models: {', '.join(self.models)}."
+            )
+        dataset = data if isinstance(data, Dataset) else load_dataset(data, name="data")
+        return encode_tensors(
+            self.models[name], dataset.inputs, batch_size=batch_size, device=self.device
+        )
+
+    def _record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
+        current = self.run_obj.example_results()
+        current[stage] = {str(q): [str(m) for m in matches] for q, matches in examples.items()}
+        self.run_obj._write_examples(current)
+
+    def _forward_log(self, level: str, message: str, logger: str, fields: dict[str, Any]) -> None:
+        if self.pm is None or self.ctx is None:
+            return
+        self.pm.hook.finetuner_on_log(
+            ctx=self.ctx,
+            event=LogRecorded(
+                level=level, message=message, logger=logger, fields=frozen_mapping(fields)
+            ),
+        )
+
+    # --- endings ----------------------------------------------------------------------------
+
+    def _write_artifact(self, duration: float) -> Path:
+        run = self.run_obj
+        metadata = {
+            "run_name": run.name,
+            "experiment_name": run.experiment_name,
+            "finetuner_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "device": str(self.device),
+            "duration_s": round(duration, 3),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "plugins": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "distribution": r.distribution,
+                    "version": r.version,
+                }
+                for r in self.registered
+            ],
+        }
+        return write_artifact(
+            run.artifact_dir,
+            models=self.models,
+            model_metadata={MODEL_NAME: self.model_meta},
+            config=dict(self.ctx.config) if self.ctx else {},
+            metadata=metadata,
+            metrics={"before": self.metrics_before, "after": self.metrics_after},
+            examples=run.example_results(),
+        )
+
+    def _fail(self, exc: BaseException) -> None:
+        plugin, hook_name = self.pm.culprit(exc) if self.pm is not None else (None, None)
+        if plugin is None and isinstance(exc, PluginError):
+            plugin, hook_name = exc.plugin, exc.hook
+        reason = (
+            _format_reason(exc)
+            if not isinstance(exc, KeyboardInterrupt)
+            else "interrupted (KeyboardInterrupt)"
+        )
+        if plugin is not None:
+            try:
+                exc.add_note(f"raised by plugin '{plugin}' in {hook_name}")
+            except AttributeError:  # pragma: no cover - Python < 3.11
+                pass
+        try:
+            self.run_obj._set_status(
+                RunStatus.FAILED, reason=reason, plugin=plugin, hook=hook_name, phase=self._phase
+            )
+        except Exception:
+            pass
+        try:
+            self.log.error(
+                "run failed", reason=reason, plugin=plugin, hook=hook_name, phase=self._phase
+            )
+        except Exception:
+            pass
+        if self.pm is not None and self.ctx is not None:
+            try:
+                self.pm.hook.finetuner_on_exception(
+                    ctx=self.ctx,
+                    event=ExceptionRaised(
+                        exception=exc, plugin=plugin, hook=hook_name, phase=self._phase
+                    ),
+                )
+            except Exception as hook_exc:
+                try:
+                    self.log.error("finetuner_on_exception raised", error=_format_reason(hook_exc))
+                except Exception:
+                    pass
+
+
+def _pass_through(batch: Any) -> Any:
+    return batch
+
+
+def _align_classes(evaluation: Dataset, train: Dataset) -> Dataset:
+    """Re-code *evaluation*'s labels so equal labels share a code with *train*."""
+    code = {label: i for i, label in enumerate(train.classes)}
+    classes = list(train.classes)
+    mapping = []
+    for label in evaluation.classes:
+        if label not in code:
+            code[label] = len(classes)
+            classes.append(label)
+        mapping.append(code[label])
+    labels = np.asarray(mapping, dtype=np.int64)[evaluation.labels]
+    return Dataset(
+        inputs=evaluation.inputs,
+        labels=labels,
+        classes=classes,
+        ids=evaluation.ids,
+        source=evaluation.source,
+    )
+
+
+def encode_tensors(
+    module: nn.Module, inputs: torch.Tensor, *, batch_size: int, device: torch.device | None = None
+) -> np.ndarray:
+    """Embed *inputs* in batches with *module* in eval mode, without gradients."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+    device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
+    was_training = module.training
+    module.eval()
+    chunks = []
+    try:
+        with torch.no_grad():
+            for start in range(0, int(inputs.shape[0]), batch_size):
+                out = module(inputs[start : start + batch_size].to(device))
+                chunks.append(out.detach().to("cpu", torch.float32))
+    finally:
+        module.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(chunks).numpy()
+
+
+def fit_from_config(config: FitConfig) -> Run:
+    return Trainer(config).run()
