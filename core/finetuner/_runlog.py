@@ -63,7 +63,7 @@ class RunLog:
             wrapper_class=structlog.BoundLogger,
         ).bind(logger=name)
 
-    def _emit(self, _logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+    def _emit(self, _logger: Any, method: str, event_dict: Any) -> Any:
         line = json.dumps(event_dict, default=str, ensure_ascii=False)
         with self._lock:
             if not self._file.closed:

@@ -115,7 +115,7 @@ def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     seen: set[tuple[int, int]] = set()
     out = {}
     for key, tensor in state.items():
-        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        ident = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
         out[key] = tensor.clone() if ident in seen and tensor.numel() else tensor
         seen.add(ident)
     return out

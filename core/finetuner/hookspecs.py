@@ -233,7 +233,7 @@ def finetuner_on_log(ctx: TrainingContext, event: LogRecorded) -> None:
 
 
 @hookspec
-def finetuner_add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def finetuner_add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add sub-commands to the ``finetuner`` command line.
 
     Called once when the command line starts, with the ``argparse`` sub-parsers object of the

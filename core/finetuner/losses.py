@@ -91,14 +91,17 @@ def _instantiate(cls: type, options: Mapping[str, Any], what: str, auto: Mapping
         return cls(**kwargs)
     except TypeError as exc:
         accepted = [p for p in params if p not in ("self", "kwargs", "args")]
-        hint = ""
-        if not takes_kwargs:
-            bad = [k for k in options if k not in params]
-            if bad:
-                hint = close_matches_hint(bad[0], accepted)
+        bad = [k for k in options if k not in params]
+        if bad:
+            raise ConfigError(
+                f"{what}_options: {cls.__name__} has no option '{bad[0]}'. Accepted options: "
+                f"{', '.join(accepted) or '(none)'}"
+                f"{' (and the base options of pytorch-metric-learning)' if takes_kwargs else ''}."
+                f"{close_matches_hint(bad[0], accepted)}"
+            ) from exc
         raise ConfigError(
             f"{what}_options for {cls.__name__} are invalid: {exc}. Accepted options: "
-            f"{', '.join(accepted) or '(none)'}.{hint}"
+            f"{', '.join(accepted) or '(none)'}."
         ) from exc
     except (ValueError, AssertionError) as exc:
         raise ConfigError(f"{what}_options for {cls.__name__} are invalid: {exc}") from exc
@@ -115,7 +118,7 @@ def build_loss(
     auto: dict[str, Any] = {"num_classes": num_classes}
     if embedding_size is not None:
         auto["embedding_size"] = embedding_size
-    return _instantiate(getattr(losses, name), options, "loss", auto)  # type: ignore[no-any-return]
+    return _instantiate(getattr(losses, name), options, "loss", auto)
 
 
 def build_miner(name: str, options: Mapping[str, Any]) -> Any:

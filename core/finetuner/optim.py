@@ -88,7 +88,7 @@ def build_optimizer(
     if learning_rate is not None:
         kwargs["lr"] = learning_rate
     try:
-        return getattr(torch.optim, name)(param_groups, **kwargs)  # type: ignore[no-any-return]
+        return getattr(torch.optim, name)(param_groups, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optimizer_options for {name} are invalid: {exc}") from exc
 

@@ -219,7 +219,7 @@ def resolve_callback_class(name: str) -> type:
                     f"{info.distribution}.",
                     plugin=info.name,
                 )
-            return info.obj  # type: ignore[no-any-return]
+            return info.obj
     if name in FIRST_PARTY_CALLBACKS:
         dist = FIRST_PARTY_CALLBACKS[name]
         folder = dist.removeprefix("finetuner-")
@@ -367,12 +367,12 @@ def build_plugin_manager(
                 Registered(name, plugin, "always-on", info.distribution, info.version)
             )
 
-    dists = {info.class_name: info for info in discover().callbacks}
+    dists: dict[str | None, PluginInfo] = {info.class_name: info for info in discover().callbacks}
     for callback in callbacks:
         cls = type(callback)
         base = getattr(callback, "plugin_name", None) or cls.__name__
-        info = dists.get(cls.__name__)
-        if base.lower() in blocked or (info is not None and info.matches(blocked)):
+        cb_info = dists.get(cls.__name__)
+        if base.lower() in blocked or (cb_info is not None and cb_info.matches(blocked)):
             skip(base, f"blocked by {DISABLE_ENV}")
             continue
         name = _unique_name(base, taken)
@@ -383,8 +383,8 @@ def build_plugin_manager(
                 name,
                 callback,
                 "callback",
-                info.distribution if info else None,
-                info.version if info else None,
+                cb_info.distribution if cb_info else None,
+                cb_info.version if cb_info else None,
             )
         )
     pm.check_pending()

@@ -168,6 +168,7 @@ class Trainer:
     def _build_model(self) -> tuple[nn.Module, dict[str, Any], str]:
         cfg = self.cfg
         item_shape = tuple(int(d) for d in self.train_data.inputs.shape[1:])
+        meta: dict[str, Any]
         if isinstance(cfg.model, str):
             spec = get_spec(cfg.model)
             options = spec.resolve_options(cfg.model_options, item_shape)
@@ -382,7 +383,9 @@ class Trainer:
             )
             self.runlog.set_listener(self._forward_log)
             for name, why in skipped:
-                self.log.warning("plugin skipped", plugin=name, reason=why)
+                # Blocking is the user's choice: recorded, not shouted. Broken plugins warn.
+                report = self.log.info if why.startswith("blocked") else self.log.warning
+                report(f"plugin '{name}' skipped: {why}", plugin=name, reason=why)
             self.log.info(
                 "run started",
                 run=run.name,
@@ -585,7 +588,7 @@ class Trainer:
 
         yield from DataLoader(
             data,  # type: ignore[arg-type]
-            batch_sampler=self.sampler,  # type: ignore[arg-type]
+            batch_sampler=self.sampler,
             collate_fn=_pass_through,
             num_workers=self.cfg.num_workers,
         )
