@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from finetuner.config_file import load_fit_config
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yml"))

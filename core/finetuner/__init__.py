@@ -125,6 +125,7 @@ def fit(
     description: str | None = None,
     seed: int | None = None,
     runs_dir: str | os.PathLike[str] | None = None,
+    resume: Any = None,
 ) -> Run:
     """Fine-tune *model* on *train_data* and return the finished :class:`~finetuner.runs.Run`.
 
@@ -157,6 +158,9 @@ def fit(
         (``'default'``).
     :param seed: seed of every random number generator used (drawn and recorded when ``None``).
     :param runs_dir: the run store (default ``$FINETUNER_RUNS_DIR`` or ``./finetuner-runs``).
+    :param resume: continue an interrupted run (its name, a :class:`Run` or its folder) from its
+        latest training checkpoint, with the same options it started with. Runs write
+        checkpoints when fit with the ``TrainingCheckpoint`` callback.
     :raises ConfigError: for invalid options, before anything runs.
     :raises DataError: for unusable data, before anything runs.
     """
@@ -191,4 +195,4 @@ def fit(
         "seed": seed,
         "runs_dir": runs_dir,
     }
-    return Trainer(validate_fit_options(options)).run()
+    return Trainer(validate_fit_options(options), resume=resume).run()

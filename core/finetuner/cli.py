@@ -28,8 +28,30 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "run_name": args.run_name,
         "experiment_name": args.experiment,
     }
-    config = load_fit_config(args.config, overrides)
-    run = Trainer(config).run()
+    config, source = load_fit_config(args.config, overrides, with_source=True)
+    run = Trainer(config, source=source).run()
+    print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config_file import fit_config_from_options
+    from .errors import RunError
+    from .runs import get_run
+    from .trainer import Trainer
+
+    run = get_run(args.run, experiment_name=args.experiment, runs_dir=args.runs_dir)
+    source_file = run.path / "source.yml"
+    if not source_file.is_file():
+        raise RunError(
+            f"run '{run.name}' was started from Python, so its data and model are not on record; "
+            f"resume it from Python: finetuner.fit(<the same options>, resume='{run.name}')."
+        )
+    source = yaml.safe_load(source_file.read_text(encoding="utf-8")) or {}
+    config = fit_config_from_options(source, origin=str(source_file))
+    run = Trainer(config, resume=run).run()
     print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
     return 0
 
@@ -174,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--run-name", help="name of the run (overrides the file)")
     fit.add_argument("--experiment", help="experiment name (overrides the file)")
     fit.set_defaults(handler=_cmd_fit)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    resume.add_argument("run", help="name of the run")
+    resume.add_argument("--experiment")
+    resume.add_argument("--runs-dir")
+    resume.set_defaults(handler=_cmd_resume)
 
     demo = sub.add_parser("demo", help="fine-tune a small model on the built-in digits data")
     demo.add_argument("--epochs", type=int, default=5)

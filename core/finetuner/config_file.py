@@ -100,9 +100,16 @@ def _resolve_callback(spec: Any, where: str) -> Any:
 
 
 def load_fit_config(
-    path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
-) -> FitConfig:
-    """Read and validate a YAML config file into a :class:`FitConfig`."""
+    path: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    with_source: bool = False,
+) -> Any:
+    """Read and validate a YAML config file into a :class:`FitConfig`.
+
+    With *with_source*, return ``(config, options)`` where *options* are the file's options
+    with the overrides applied, as plain YAML values (what ``finetuner resume`` re-reads).
+    """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file '{file}' does not exist.")
@@ -120,25 +127,45 @@ def load_fit_config(
         raise ConfigError(
             f"{file}: expected a mapping of fit options at the top level, got {type(raw).__name__}."
         )
-    lines = _top_level_lines(text)
-    for key in raw:
-        if key not in FIT_OPTIONS:
-            raise ConfigError(
-                f"{file}:{lines.get(str(key), '?')}: unknown option '{key}'.{close_matches_hint(str(key), FIT_OPTIONS)}"
-            )
     options = dict(raw)
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    callbacks = options.get("callbacks") or []
+    config = fit_config_from_options(
+        options,
+        origin=str(file),
+        lines=_top_level_lines(text),
+        callback_lines=_callback_lines(text),
+    )
+    return (config, options) if with_source else config
+
+
+def fit_config_from_options(
+    options: Mapping[str, Any],
+    *,
+    origin: str,
+    lines: Mapping[str, int] | None = None,
+    callback_lines: list[int] | None = None,
+) -> FitConfig:
+    """Validate plain (YAML) fit options; callbacks are given by name, with their options."""
+    lines = lines or {}
+    callback_lines = callback_lines or []
+    for key in options:
+        if key not in FIT_OPTIONS:
+            raise ConfigError(
+                f"{origin}:{lines.get(str(key), '?')}: unknown option '{key}'."
+                f"{close_matches_hint(str(key), FIT_OPTIONS)}"
+            )
+    resolved = dict(options)
+    callbacks = resolved.get("callbacks") or []
     if not isinstance(callbacks, list):
-        raise ConfigError(f"{file}:{lines.get('callbacks', '?')}: 'callbacks' must be a list.")
-    cb_lines = _callback_lines(text)
-    options["callbacks"] = [
+        raise ConfigError(f"{origin}:{lines.get('callbacks', '?')}: 'callbacks' must be a list.")
+    resolved["callbacks"] = [
         _resolve_callback(
-            spec, f"{file}:{cb_lines[i] if i < len(cb_lines) else lines.get('callbacks', '?')}"
+            spec,
+            f"{origin}:{callback_lines[i] if i < len(callback_lines) else lines.get('callbacks', '?')}",
         )
         for i, spec in enumerate(callbacks)
     ]
     for key in ("model", "train_data"):
-        if key not in options:
-            raise ConfigError(f"{file}: the option '{key}' is required.")
-    return validate_fit_options(options, source=str(file), lines=lines)
+        if key not in resolved:
+            raise ConfigError(f"{origin}: the option '{key}' is required.")
+    return validate_fit_options(resolved, source=origin, lines=lines)

@@ -133,6 +133,7 @@ class TrainingContext:
     """Display name of each model: the registry name (``"mlp"``) or the module's class name."""
     _encode: Callable[..., np.ndarray] | None = None
     _record_examples: Callable[[str, Mapping[str, Any]], None] | None = None
+    _save_checkpoint: Callable[[], Any] | None = None
     _metric_aliases: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -156,6 +157,15 @@ class TrainingContext:
         if self._record_examples is None:  # pragma: no cover - set by the trainer
             raise RuntimeError("record_examples is not available outside a fit")
         self._record_examples(stage, examples)
+
+    def save_checkpoint(self) -> Any:
+        """Write a training checkpoint of the current state (model, optimizer, scheduler,
+        random-number generators, control, and every callback's ``state_dict``) into the run's
+        ``checkpoints/`` folder, atomically, and return its path. Call it from
+        ``finetuner_on_epoch_end``: a run resumes from the epoch after the latest checkpoint."""
+        if self._save_checkpoint is None:  # pragma: no cover - set by the trainer
+            raise RuntimeError("save_checkpoint is not available outside a fit")
+        return self._save_checkpoint()
 
     def resolve_metric(self, name: str) -> str:
         """Return the full metric key for *name*: a full key, or a bare metric name that

@@ -24,9 +24,17 @@ from typing import Any
 
 import pytest
 
+from .callback import Callback
 from .hookspecs import hookimpl
 
-__all__ = ["FitResult", "HookCall", "HookRecorder", "make_tiny_data", "run_recorded_fit"]
+__all__ = [
+    "FitResult",
+    "HookCall",
+    "HookRecorder",
+    "ScriptedProducer",
+    "make_tiny_data",
+    "run_recorded_fit",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,28 @@ class _RecorderPlugin:
             if impl.plugin is not self
         )
         recorder.calls.append(HookCall("finetuner_configure", event, names))
+
+
+class ScriptedProducer(Callback):
+    """A producer that publishes a scripted metric: ``values[i]`` at the i-th evaluation
+    (``before`` is the first, then one per epoch; the last value repeats).
+
+    ``ScriptedProducer("probe_score", [0.1, 0.5, 0.4])`` lets a test decide at which epoch a
+    monitored metric peaks. It records what it produced as ``(stage, epoch, value)``.
+    """
+
+    def __init__(self, key: str, values: Iterable[float]) -> None:
+        self.key = key
+        self.values = list(values)
+        self.produced: list[tuple[str, int, float]] = []
+
+    def provided_metrics(self, ctx: Any) -> list[str]:
+        return [self.key]
+
+    def finetuner_evaluate(self, event: Any) -> dict[str, float]:
+        value = self.values[min(len(self.produced), len(self.values) - 1)]
+        self.produced.append((event.stage, event.epoch, value))
+        return {self.key: value}
 
 
 @dataclass

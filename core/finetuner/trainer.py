@@ -7,6 +7,7 @@ The order of hooks, and the produce-then-publish handling of metrics, are docume
 from __future__ import annotations
 
 import math
+import os
 import platform
 import random
 import time
@@ -21,6 +22,13 @@ from torch import nn
 from ._version import __version__
 from .artifacts import artifact_size, write_artifact
 from .callback import Callback
+from .checkpoint import (
+    capture_rng,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng,
+    write_checkpoint,
+)
 from .config import FitConfig, describe_data
 from .context import TrainingContext
 from .data import (
@@ -30,7 +38,15 @@ from .data import (
     load_dataset,
     split_dataset,
 )
-from .errors import ConfigError, DataError, FinetunerError, PluginError, close_matches_hint
+from .errors import (
+    ConfigError,
+    DataError,
+    FinetunerError,
+    PluginError,
+    RunError,
+    RunInProgressError,
+    close_matches_hint,
+)
 from .events import (
     BatchEnded,
     BatchStarted,
@@ -98,12 +114,14 @@ def _format_reason(exc: BaseException) -> str:
 class Trainer:
     """One fit. Construct with a validated :class:`FitConfig`, then call :meth:`run`."""
 
-    def __init__(self, config: FitConfig):
+    def __init__(
+        self, config: FitConfig, *, resume: Any = None, source: Mapping[str, Any] | None = None
+    ):
         self.cfg = config
         self._phase = "setup"
-        self.seed = (
-            config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
-        )
+        self.source = source
+        self.resume_run: Run | None = self._find_resumed_run(resume) if resume is not None else None
+        self.seed = self._choose_seed()
         _seed_everything(self.seed)
         self.device = resolve_device(config.device)
         self._check_names()
@@ -128,6 +146,54 @@ class Trainer:
         self.callbacks = self._check_callbacks(config.callbacks)
 
     # --- building ---------------------------------------------------------------------------
+
+    def _find_resumed_run(self, resume: Any) -> Run:
+        from .runs import _live_pid, get_run
+
+        if isinstance(resume, Run):
+            run = resume
+        elif isinstance(resume, (str, Path)) and (Path(resume) / "status.json").is_file():
+            run = Run(Path(resume))
+        elif isinstance(resume, str):
+            run = get_run(
+                resume, experiment_name=self.cfg.experiment_name, runs_dir=self.cfg.runs_dir
+            )
+        else:
+            raise ConfigError(
+                f"resume must be a run name, a Run or a run folder, not {type(resume).__name__}."
+            )
+        status = run.status()
+        if status["status"] == RunStatus.FINISHED.value:
+            raise RunError(
+                f"run '{run.name}' already finished; there is nothing to resume. Start a new run."
+            )
+        if status["status"] == RunStatus.STARTED.value and _live_pid(status) not in (
+            None,
+            os.getpid(),
+        ):
+            raise RunInProgressError(
+                f"run '{run.name}' is still running (pid {status.get('pid')}); stop it before resuming."
+            )
+        if not list_checkpoints(run.checkpoint_dir):
+            raise RunError(
+                f"run '{run.name}' has no checkpoint to resume from ({run.checkpoint_dir}); runs are "
+                "resumable when fit with the TrainingCheckpoint callback."
+            )
+        return run
+
+    def _choose_seed(self) -> int:
+        if self.resume_run is not None:
+            recorded = self.resume_run.config.get("seed")
+            if self.cfg.seed is not None and recorded is not None and self.cfg.seed != recorded:
+                raise ConfigError(
+                    f"seed={self.cfg.seed} differs from the seed {recorded} of run "
+                    f"'{self.resume_run.name}'; a resumed run keeps its seed (leave seed unset)."
+                )
+            if recorded is not None:
+                return int(recorded)
+        if self.cfg.seed is not None:
+            return self.cfg.seed
+        return random.SystemRandom().randrange(2**31)
 
     def _check_names(self) -> None:
         cfg = self.cfg
@@ -340,13 +406,24 @@ class Trainer:
     def run(self) -> Run:
         cfg = self.cfg
         config = self.resolved_config()
-        run = create_run(
-            config,
-            run_name=cfg.run_name,
-            experiment_name=cfg.experiment_name,
-            runs_dir=cfg.runs_dir,
-        )
-        config["run_name"] = run.name
+        if self.resume_run is not None:
+            run = self.resume_run
+            self._check_resumable_config(run.config, config)
+            config["run_name"] = run.name
+            config["experiment_name"] = run.experiment_name
+        else:
+            run = create_run(
+                config,
+                run_name=cfg.run_name,
+                experiment_name=cfg.experiment_name,
+                runs_dir=cfg.runs_dir,
+            )
+            config["run_name"] = run.name
+            if self.source is not None:
+                from ._io import atomic_write_text
+                from .artifacts import _dump_yaml
+
+                atomic_write_text(run.path / "source.yml", _dump_yaml(self.source))
         self.run_obj = run
         from ._runlog import RunLog
 
@@ -356,7 +433,11 @@ class Trainer:
         self.ctx: TrainingContext | None = None
         started = time.perf_counter()
         try:
-            run._set_status(RunStatus.STARTED)
+            checkpoint_state = self._load_resume_state() if self.resume_run is not None else None
+            run._set_status(
+                RunStatus.STARTED,
+                resumed_from_epoch=checkpoint_state["epoch"] if checkpoint_state else None,
+            )
             self._phase = "plugins"
             skipped: list[tuple[str, str]] = []
             self.pm, self.registered = build_plugin_manager(
@@ -380,6 +461,7 @@ class Trainer:
                 model_names={MODEL_NAME: self.model_display},
                 _encode=self._encode,
                 _record_examples=self._record_examples,
+                _save_checkpoint=self._save_checkpoint,
             )
             self.runlog.set_listener(self._forward_log)
             for name, why in skipped:
@@ -387,14 +469,15 @@ class Trainer:
                 report = self.log.info if why.startswith("blocked") else self.log.warning
                 report(f"plugin '{name}' skipped: {why}", plugin=name, reason=why)
             self.log.info(
-                "run started",
+                "run resumed" if checkpoint_state else "run started",
                 run=run.name,
                 experiment=run.experiment_name,
                 plugins=[r.name for r in self.registered],
                 device=str(self.device),
                 seed=self.seed,
+                **({"from_epoch": checkpoint_state["epoch"]} if checkpoint_state else {}),
             )
-            self._fit(started)
+            self._fit(started, checkpoint_state)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -402,7 +485,7 @@ class Trainer:
             self.runlog.close()
         return run
 
-    def _fit(self, started: float) -> None:
+    def _fit(self, started: float, checkpoint_state: dict[str, Any] | None = None) -> None:
         assert self.ctx is not None and self.pm is not None
         ctx, hook, cfg = self.ctx, self.pm.hook, self.cfg
         self._phase = "configure"
@@ -416,6 +499,9 @@ class Trainer:
             ),
         )
         self._validate_declarations(declared)
+        start_epoch = 0
+        if checkpoint_state is not None:
+            start_epoch = self._restore(checkpoint_state)
         self._phase = "fit_begin"
         hook.finetuner_on_fit_begin(
             ctx=ctx,
@@ -424,19 +510,32 @@ class Trainer:
                 experiment_name=ctx.run.experiment_name,
                 epochs=cfg.epochs,
                 steps_per_epoch=self.steps_per_epoch,
-                start_epoch=0,
+                start_epoch=start_epoch,
                 metric_keys=ctx.metric_keys,
             ),
         )
-        val_before = self._validation_loss() if self.eval_data is not None else None
-        self.metrics_before = self._evaluate_and_publish("before", epoch=-1, val_loss=val_before)
+        if checkpoint_state is None:
+            val_before = self._validation_loss() if self.eval_data is not None else None
+            self.metrics_before = self._evaluate_and_publish(
+                "before", epoch=-1, val_loss=val_before
+            )
+        else:
+            self.metrics_before = dict(checkpoint_state.get("metrics_before") or {})
 
-        epochs_done = 0
+        if checkpoint_state is not None:
+            # Last, so nothing a plugin drew since the checkpoint shifts the random streams.
+            restore_rng(checkpoint_state["rng"])
+        epochs_done = start_epoch
         last_metrics: Mapping[str, float] = {}
-        for epoch in range(cfg.epochs):
+        stop = ctx.control.stop_requested
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop:
+                break
             ctx.epoch = epoch
             self._phase = "train"
             train_loss = self._train_epoch(epoch)
+            if self.scheduler is not None and self.scheduler_step == "epoch":
+                self.scheduler.step()
             hook.finetuner_on_train_epoch_end(
                 ctx=ctx,
                 event=TrainEpochEnded(
@@ -476,9 +575,6 @@ class Trainer:
                     epoch=epoch,
                     by=ctx.control.stop_requested_by,
                 )
-                break
-            if self.scheduler is not None and self.scheduler_step == "epoch":
-                self.scheduler.step()
 
         self._phase = "train_end"
         hook.finetuner_on_train_end(
@@ -514,6 +610,124 @@ class Trainer:
             RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
         )
         self.log.info("run finished", duration_s=round(duration, 3))
+
+    # --- checkpoints and resume -------------------------------------------------------------
+
+    _RESUME_MUST_MATCH = (
+        "model",
+        "loss",
+        "miner",
+        "optimizer",
+        "batch_size",
+        "sampler",
+        "num_items_per_class",
+        "scheduler",
+        "learning_rate",
+    )
+
+    def _check_resumable_config(
+        self, recorded: Mapping[str, Any], current: Mapping[str, Any]
+    ) -> None:
+        changed = [
+            f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"
+            for key in self._RESUME_MUST_MATCH
+            if key in recorded and recorded.get(key) != current.get(key)
+        ]
+        if changed:
+            raise ConfigError(
+                f"cannot resume run '{self.resume_run.name if self.resume_run else ''}' with "
+                f"different options ({'; '.join(changed)}); resume with the options it started with."
+            )
+
+    def _load_resume_state(self) -> dict[str, Any]:
+        assert self.resume_run is not None
+        latest = list_checkpoints(self.resume_run.checkpoint_dir)[-1]
+        state = load_checkpoint(latest)
+        saved = state["models"]
+        for name, module in self.models.items():
+            if name not in saved:
+                raise ConfigError(f"the checkpoint '{latest.path}' holds no model '{name}'.")
+            mine = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+            theirs = {k: tuple(v.shape) for k, v in saved[name].items()}
+            if mine != theirs:
+                missing = sorted(set(mine) ^ set(theirs))
+                shapes = [k for k in set(mine) & set(theirs) if mine[k] != theirs[k]]
+                detail = (
+                    f"parameters only on one side: {', '.join(missing[:4])}"
+                    if missing
+                    else f"different shapes: {', '.join(f'{k} {theirs[k]} vs {mine[k]}' for k in sorted(shapes)[:4])}"
+                )
+                raise ConfigError(
+                    f"the checkpoint '{latest.path}' was written by a different model ({detail}); "
+                    "resume with the model the run started with."
+                )
+        return state
+
+    def _restore(self, state: Mapping[str, Any]) -> int:
+        """Load a checkpoint into the fit; returns the first epoch to run."""
+        assert self.ctx is not None
+        for name, module in self.models.items():
+            module.load_state_dict(state["models"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("loss") is not None:
+            self.loss_fn.load_state_dict(state["loss"])
+        self.ctx.control.load_state_dict(state.get("control") or {})
+        saved_plugins = state.get("plugins") or {}
+        for reg in self.registered:
+            if isinstance(reg.plugin, Callback) and reg.name in saved_plugins:
+                reg.plugin.load_state_dict(saved_plugins[reg.name])
+        self.ctx.step = int(state["step"])
+        epoch = int(state["epoch"])
+        self._drop_metrics_after(epoch)
+        return epoch + 1
+
+    def _drop_metrics_after(self, epoch: int) -> None:
+        """Forget metrics records of epochs the checkpoint does not cover (they re-run)."""
+        run = self.run_obj
+        keep = [
+            r
+            for r in run.metric_history()
+            if r["stage"] == "before" or (r["stage"] in ("epoch", "step") and r["epoch"] <= epoch)
+        ]
+        if len(keep) != len(run.metric_history()):
+            import json
+
+            from ._io import atomic_write_text
+
+            text = "".join(json.dumps(r) + "\n" for r in keep)
+            atomic_write_text(run.metrics_path, text)
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        assert self.ctx is not None
+        ctx = self.ctx
+        plugins = {
+            reg.name: reg.plugin.state_dict()
+            for reg in self.registered
+            if isinstance(reg.plugin, Callback)
+        }
+        return {
+            "epoch": ctx.epoch,
+            "step": ctx.step,
+            "seed": self.seed,
+            "models": {name: m.state_dict() for name, m in self.models.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "loss": self.loss_fn.state_dict(),
+            "rng": capture_rng(),
+            "control": ctx.control.state_dict(),
+            "plugins": plugins,
+            "metrics_before": dict(self.metrics_before),
+        }
+
+    def _save_checkpoint(self) -> Path:
+        assert self.ctx is not None
+        checkpoint = write_checkpoint(
+            self.run_obj.checkpoint_dir, self.ctx.epoch, self._checkpoint_state()
+        )
+        self.log.info("checkpoint saved", epoch=self.ctx.epoch, path=str(checkpoint.path))
+        return checkpoint.path
 
     def _train_epoch(self, epoch: int) -> float:
         assert self.ctx is not None and self.pm is not None

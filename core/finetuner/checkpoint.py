@@ -1,0 +1,166 @@
+"""Training checkpoints: the whole state of a fit at an epoch boundary, for resuming.
+
+A checkpoint is a folder ``<run>/checkpoints/epoch-NNNN/`` with ``state.pt`` (tensors and plain
+values, loaded with ``torch.load(weights_only=True)``, so nothing arbitrary is unpickled) and
+``meta.json``. It is written into a hidden temporary folder and renamed into place, so a kill at
+any moment leaves either the complete checkpoint or none: readers skip hidden folders.
+
+Plugins decide *when* to checkpoint (``ctx.save_checkpoint()``) and how many to keep
+(:func:`prune`); the trainer decides *what* a checkpoint holds and restores it on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._io import fsync_dir
+from .errors import ConfigError, RunError
+
+__all__ = [
+    "Checkpoint",
+    "capture_rng",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune",
+    "restore_rng",
+    "write_checkpoint",
+]
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^epoch-(\d{4,})$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    epoch: int
+    """The last completed epoch (0-based)."""
+
+
+def list_checkpoints(directory: str | os.PathLike[str]) -> list[Checkpoint]:
+    """Complete checkpoints in *directory*, oldest first (half-written ones are never listed)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _NAME.match(child.name)
+        if match and (child / "meta.json").is_file() and (child / "state.pt").is_file():
+            found.append(Checkpoint(child, int(match.group(1))))
+    return sorted(found, key=lambda c: c.epoch)
+
+
+def write_checkpoint(
+    directory: str | os.PathLike[str], epoch: int, state: Mapping[str, Any]
+) -> Checkpoint:
+    """Write *state* as the checkpoint of *epoch*, atomically."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"epoch-{epoch:04d}"
+    tmp = folder / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    with open(tmp / "state.pt", "wb") as handle:
+        torch.save({"format_version": FORMAT_VERSION, **state}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    meta = {"format_version": FORMAT_VERSION, "epoch": epoch, "step": state.get("step")}
+    with open(tmp / "meta.json", "w", encoding="utf-8") as handle:
+        json.dump(meta, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(tmp)
+    if final.exists():  # re-running an epoch after a resume replaces its old checkpoint
+        old = folder / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(folder)
+    return Checkpoint(final, epoch)
+
+
+def load_checkpoint(checkpoint: Checkpoint | str | os.PathLike[str]) -> dict[str, Any]:
+    path = checkpoint.path if isinstance(checkpoint, Checkpoint) else Path(checkpoint)
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(
+            f"the checkpoint '{path}' cannot be read: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise RunError(
+            f"the checkpoint '{path}' has an unknown format; it was written by another version."
+        )
+    return state
+
+
+def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
+    """Delete all but the newest *keep* complete checkpoints, and stale temporary folders."""
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1, not {keep}.")
+    removed = []
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
+        removed.append(old.path)
+    folder = Path(directory)
+    if folder.is_dir():
+        for child in folder.iterdir():
+            if child.name.startswith(".epoch-") and not child.name.endswith(f"-{os.getpid()}"):
+                shutil.rmtree(child, ignore_errors=True)
+    return removed
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every random number generator the trainer uses, as tensors and ints."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": _python_state(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_state(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [int(version), torch.tensor(internal, dtype=torch.int64), gauss]
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["kind"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
