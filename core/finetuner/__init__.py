@@ -83,12 +83,35 @@ _LAZY = {
 }
 
 
+_SUBMODULES = frozenset(
+    {
+        "artifacts",
+        "callback",
+        "checkpoint",
+        "cli",
+        "config",
+        "context",
+        "data",
+        "datasets",
+        "events",
+        "hookspecs",
+        "inference",
+        "models",
+        "monitoring",
+        "plugins",
+        "runs",
+        "testing",
+        "trainer",
+    }
+)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
-    if name in ("callback", "data", "events", "context", "plugins", "testing", "trainer", "runs"):
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'finetuner' has no attribute '{name}'")
 

@@ -228,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_holders(obj: Any) -> list[Any]:
+    """Where a plugin's module-level ``finetuner_add_commands`` may live: the entry point's
+    module itself, or, for a class, its module and then its top-level package."""
+    if not isinstance(obj, type):
+        return [obj]
+    module = getattr(obj, "__module__", "") or ""
+    names = [module, module.split(".")[0]]
+    return [sys.modules[name] for name in dict.fromkeys(names) if name in sys.modules]
+
+
 def _add_plugin_commands(sub: Any) -> None:
     """Let installed plugins add sub-commands (finetuner_add_commands)."""
     from .plugins import FinetunerPluginManager, disabled_names, discover, load
@@ -240,15 +250,11 @@ def _add_plugin_commands(sub: Any) -> None:
         load(info, warn=False)
         if info.broken:
             continue
-        # Module-level functions only: callbacks are classes, their module holds the hook.
-        holder = (
-            sys.modules.get(getattr(info.obj, "__module__", ""), None)
-            if isinstance(info.obj, type)
-            else info.obj
-        )
-        if holder is not None and callable(getattr(holder, "finetuner_add_commands", None)):
-            if pm.get_plugin(info.name) is None and not pm.is_registered(holder):
-                pm.register(holder, name=info.name)
+        for holder in _command_holders(info.obj):
+            if callable(getattr(holder, "finetuner_add_commands", None)):
+                if pm.get_plugin(info.name) is None and not pm.is_registered(holder):
+                    pm.register(holder, name=info.name)
+                break
     pm.hook.finetuner_add_commands(subparsers=sub)
 
 

@@ -237,8 +237,9 @@ def finetuner_add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add sub-commands to the ``finetuner`` command line.
 
     Called once when the command line starts, with the ``argparse`` sub-parsers object of the
-    ``finetuner`` command, for plugins registered through the ``finetuner.plugins`` or
-    ``finetuner.callbacks`` entry-point groups (module-level functions only; no run exists).
+    ``finetuner`` command. Implement it as a module-level function: in the module an entry
+    point of ``finetuner.plugins`` names, or, for a callback class of ``finetuner.callbacks``, in
+    the class's module or its top-level package. No run exists; ``ctx`` is not passed.
     Add a parser with ``subparsers.add_parser(name, help=...)`` and set a handler with
     ``parser.set_defaults(handler=func)``; ``func(args)`` returns the exit code. Raise
     :class:`~finetuner.errors.FinetunerError` for errors the user should read.

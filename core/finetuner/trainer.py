@@ -128,11 +128,11 @@ class Trainer:
         self.train_data, self.eval_data = self._load_data()
         self.model, self.model_meta, self.model_display = self._build_model()
         self.models = {MODEL_NAME: self.model}
+        self.output_dim = self._check_forward()
         self.loss_fn, self.miner = self._build_loss()
         self.batch_size = self._batch_size()
         self.sampler = self._build_sampler()
         self.steps_per_epoch = len(self.sampler)
-        self._check_forward()
         self.optimizer = self._build_optimizer()
         self.scheduler, self.scheduler_step = (None, "batch")
         if config.scheduler:
@@ -262,7 +262,7 @@ class Trainer:
             display = type(module).__name__.lower()
         return module.to(self.device), meta, display
 
-    def _check_forward(self) -> None:
+    def _check_forward(self) -> int:
         """Run one small batch through the model, so data/model mismatches fail before the run."""
         x, _ = self.train_data.batch(list(range(min(2, len(self.train_data)))))
         was_training = self.model.training
@@ -282,33 +282,18 @@ class Trainer:
                 "the model must return a 2-D tensor of embeddings (batch, dim); it returned "
                 f"{type(out).__name__}{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}."
             )
-        self.output_dim = int(out.shape[1])
-        self.model_meta["output_dim"] = self.output_dim
-        # Losses with their own weights need the embedding size: build them now it is known.
-        if self._loss_needs_dim:
-            self.loss_fn, self.miner = self._build_loss(embedding_size=self.output_dim)
+        self.model_meta["output_dim"] = int(out.shape[1])
+        return int(out.shape[1])
 
-    _loss_needs_dim = False
-
-    def _build_loss(self, embedding_size: int | None = None) -> tuple[nn.Module, Any]:
+    def _build_loss(self) -> tuple[nn.Module, Any]:
+        """The loss (losses with weights of their own get ``num_classes`` and the model's
+        ``embedding_size``) and the miner."""
         cfg = self.cfg
-        import inspect
-
-        from pytorch_metric_learning import losses
-
-        params = inspect.signature(getattr(losses, cfg.loss)).parameters
-        if (
-            "embedding_size" in params
-            and "embedding_size" not in cfg.loss_options
-            and embedding_size is None
-        ):
-            self._loss_needs_dim = True
-            embedding_size = 1  # placeholder until the model's output size is known
         loss = build_loss(
             cfg.loss,
             cfg.loss_options,
             num_classes=self.train_data.num_classes,
-            embedding_size=embedding_size,
+            embedding_size=self.output_dim,
         ).to(self.device)
         miner = build_miner(cfg.miner, cfg.miner_options) if cfg.miner else None
         return loss, miner
