@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 
-import finetuner
 import pytest
+from rich.console import Console
+
+import finetuner
 from finetuner.console import ConsoleReporter, format_duration, format_metric_line
 from finetuner.testing import make_tiny_data, run_recorded_fit
-from rich.console import Console
 
 
 def test_summary_line_formats():
@@ -104,20 +105,25 @@ def test_cli_help_is_light():
 
 
 FIRST_PARTY = [
-    ("EvaluationCallback", "finetuner-evaluation", "finetuner_evaluation"),
-    ("EarlyStopping", "finetuner-early-stopping", "finetuner_early_stopping"),
-    ("BestModelCheckpoint", "finetuner-best-model", "finetuner_best_model"),
-    ("TrainingCheckpoint", "finetuner-training-checkpoint", "finetuner_training_checkpoint"),
-    ("WiSEFTCallback", "finetuner-wiseft", "finetuner_wiseft"),
-    ("WandBLogger", "finetuner-wandb", "finetuner_wandb"),
+    ("EvaluationCallback", "finetuner-evaluation", "evaluation"),
+    ("EarlyStopping", "finetuner-early-stopping", "early-stopping"),
+    ("BestModelCheckpoint", "finetuner-best-model", "best-model"),
+    ("TrainingCheckpoint", "finetuner-training-checkpoint", "training-checkpoint"),
+    ("WiSEFTCallback", "finetuner-wiseft", "wiseft"),
+    ("WandBLogger", "finetuner-wandb", "wandb"),
+    ("MLflowLogger", "finetuner-mlflow", "mlflow"),
 ]
 
 
-@pytest.mark.parametrize(("name", "dist", "module"), FIRST_PARTY)
-def test_missing_first_party_callback_names_its_distribution(name, dist, module):
+def _installed(name):
     from finetuner.plugins import discover
 
-    if any(info.class_name == name for info in discover().callbacks):
+    return any(info.class_name == name for info in discover().callbacks)
+
+
+@pytest.mark.parametrize(("name", "dist", "entry_point"), FIRST_PARTY)
+def test_missing_first_party_callback_names_its_distribution(name, dist, entry_point):
+    if _installed(name):
         pytest.skip(f"{dist} is installed in this environment")
     with pytest.raises(
         finetuner.PluginError,
@@ -126,6 +132,21 @@ def test_missing_first_party_callback_names_its_distribution(name, dist, module)
         getattr(finetuner.callback, name)
     with pytest.raises(finetuner.PluginError, match=dist):
         exec(f"from finetuner.callback import {name}", {})
+
+
+@pytest.mark.parametrize(("name", "dist", "entry_point"), FIRST_PARTY)
+def test_missing_first_party_callback_in_a_config_file(tmp_path, name, dist, entry_point):
+    from finetuner.config_file import load_fit_config
+
+    if _installed(name):
+        pytest.skip(f"{dist} is installed in this environment")
+    path = tmp_path / "fit.yml"
+    path.write_text(f"model: mlp\ntrain_data: digits-train\ncallbacks:\n  - name: {entry_point}\n")
+    with pytest.raises(
+        finetuner.PluginError,
+        match=rf"fit\.yml:4: callback '{entry_point}' needs the distribution '{dist}'",
+    ):
+        load_fit_config(path)
 
 
 def test_unknown_callback_attribute():

@@ -110,6 +110,7 @@ class BatchEnded:
 
     epoch: int
     step: int
+    """Optimisation steps done so far, this batch's included (1 after the first batch)."""
     batch_index: int
     batch_size: int
     loss: float

@@ -67,6 +67,23 @@ FIRST_PARTY_CALLBACKS: dict[str, str] = {
 }
 
 
+# The entry-point names of the same callbacks, as config files use them.
+FIRST_PARTY_ENTRY_POINTS: dict[str, str] = {
+    "evaluation": "EvaluationCallback",
+    "early-stopping": "EarlyStopping",
+    "best-model": "BestModelCheckpoint",
+    "training-checkpoint": "TrainingCheckpoint",
+    "wiseft": "WiSEFTCallback",
+    "wandb": "WandBLogger",
+    "mlflow": "MLflowLogger",
+}
+
+
+def first_party_distribution(name: str) -> str | None:
+    """The distribution that ships a first-party callback, by class or entry-point name."""
+    return FIRST_PARTY_CALLBACKS.get(FIRST_PARTY_ENTRY_POINTS.get(name, name))
+
+
 class PluginWarning(UserWarning):
     """A plugin could not be loaded or was skipped."""
 
@@ -220,8 +237,8 @@ def resolve_callback_class(name: str) -> type:
                     plugin=info.name,
                 )
             return info.obj
-    if name in FIRST_PARTY_CALLBACKS:
-        dist = FIRST_PARTY_CALLBACKS[name]
+    dist = first_party_distribution(name)
+    if dist is not None:
         folder = dist.removeprefix("finetuner-")
         raise PluginError(
             f"{name} is provided by the distribution '{dist}', which is not installed. Install "

@@ -449,10 +449,6 @@ class Trainer:
                 _save_checkpoint=self._save_checkpoint,
             )
             self.runlog.set_listener(self._forward_log)
-            for name, why in skipped:
-                # Blocking is the user's choice: recorded, not shouted. Broken plugins warn.
-                report = self.log.info if why.startswith("blocked") else self.log.warning
-                report(f"plugin '{name}' skipped: {why}", plugin=name, reason=why)
             self.log.info(
                 "run resumed" if checkpoint_state else "run started",
                 run=run.name,
@@ -462,6 +458,10 @@ class Trainer:
                 seed=self.seed,
                 **({"from_epoch": checkpoint_state["epoch"]} if checkpoint_state else {}),
             )
+            for name, why in skipped:
+                # Blocking is the user's choice: recorded, not shouted. Broken plugins warn.
+                report = self.log.info if why.startswith("blocked") else self.log.warning
+                report(f"plugin '{name}' skipped: {why}", plugin=name, reason=why)
             self._fit(started, checkpoint_state)
         except BaseException as exc:
             self._fail(exc)

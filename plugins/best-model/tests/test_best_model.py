@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-import finetuner
 import numpy as np
 import pytest
 import torch
+
+import finetuner
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
 from finetuner.testing import ScriptedProducer, make_tiny_data, run_recorded_fit

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import finetuner
 import pytest
+
+import finetuner
 from finetuner.errors import ConfigError
 from finetuner.testing import ScriptedProducer, make_tiny_data, run_recorded_fit
 from finetuner_early_stopping import EarlyStopping

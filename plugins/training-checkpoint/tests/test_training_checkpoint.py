@@ -8,14 +8,15 @@ import sys
 import textwrap
 import time
 
-import finetuner
 import pytest
+from safetensors.torch import load_file
+
+import finetuner
 from finetuner.checkpoint import list_checkpoints, load_checkpoint
 from finetuner.cli import main
 from finetuner.errors import ConfigError, RunError, RunNotFoundError
 from finetuner.testing import make_tiny_data
 from finetuner_training_checkpoint import TrainingCheckpoint
-from safetensors.torch import load_file
 
 SCRIPT = textwrap.dedent(
     """

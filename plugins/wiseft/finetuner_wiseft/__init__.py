@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import finetuner
 import torch
+
+import finetuner
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError, PluginError
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-import finetuner
 import pytest
 import torch
+
+import finetuner
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError, PluginError
 from finetuner.testing import ScriptedProducer, run_recorded_fit

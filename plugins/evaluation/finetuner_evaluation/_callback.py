@@ -1,0 +1,244 @@
+"""``EvaluationCallback``: retrieval metrics before, during and after fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from finetuner.callback import Callback
+from finetuner.errors import ConfigError
+from finetuner_evaluation._annoy import DEFAULT_N_TREES
+from finetuner_evaluation._evaluate import SEARCHES, evaluate_embeddings
+from finetuner_evaluation._metrics import METRIC_NAMES
+from finetuner_evaluation._scoring import DISTANCES
+
+__all__ = ["EvaluationCallback", "caption_for"]
+
+
+def caption_for(name: str) -> str:
+    """The key prefix of a model name: ``resnet-base`` -> ``resnet_base``."""
+    return name.replace("-", "_").replace(" ", "_")
+
+
+def _positive_int(owner: str, name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{owner}: {name} must be a positive integer{' or None' if allow_none else ''}, not {value!r}."
+        )
+
+
+class EvaluationCallback(Callback):
+    """Evaluate retrieval quality with the model being fine-tuned.
+
+    Queries are searched in the index (or among themselves when ``index_data`` is not given);
+    a result is relevant when it has the query's label. The eight metrics of the evaluation
+    documentation are published as ``{caption}_{metric}`` before training, after every epoch
+    (and every ``steps_per_interval`` steps), and after training on the final weights.
+
+    :param query_data: the queries: any form ``fit`` accepts for ``train_data``.
+    :param index_data: the documents to search; ``None`` searches the queries among themselves.
+    :param model: the model (tower) that encodes the queries; ``None`` is the model being trained.
+    :param index_model: the tower that encodes the index (two-tower models); defaults to ``model``.
+    :param batch_size: encoding batch size.
+    :param exclude_self: never return the query itself (its own position without an index, an
+        index document with the query's id with one).
+    :param limit: ``k``, the number of results per query.
+    :param distance: ``cosine``, ``euclidean`` or ``sqeuclidean``.
+    :param num_workers: data-loading workers for encoding (kept for the classic signature).
+    :param steps_per_interval: also evaluate every this many training steps.
+    :param gather_examples: store the top matches of sampled queries before and after training
+        in the run (``run.example_results()``, ``run.display_examples()``).
+    :param num_example_queries: how many queries to show examples for.
+    :param caption: the metric key prefix; defaults to the model's name (``mlp``,
+        ``resnet_base``, ``clip_text_to_clip_vision``).
+    :param query_sample_size: evaluate on a fixed random sample of this many queries.
+    :param search: ``exact``, ``annoy`` (approximate) or ``auto``.
+    :param n_trees: annoy's number of trees; ``search_k``: annoy's search budget.
+    :param seed: seed of the query and example sampling.
+    """
+
+    def __init__(
+        self,
+        query_data: Any,
+        index_data: Any = None,
+        model: str | None = None,
+        index_model: str | None = None,
+        batch_size: int = 32,
+        exclude_self: bool = True,
+        limit: int = 20,
+        distance: str = "cosine",
+        num_workers: int = 0,
+        steps_per_interval: int | None = None,
+        gather_examples: bool = False,
+        num_example_queries: int = 5,
+        caption: str | None = None,
+        query_sample_size: int | None = None,
+        search: str = "auto",
+        n_trees: int = DEFAULT_N_TREES,
+        search_k: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        owner = "EvaluationCallback"
+        if query_data is None:
+            raise ConfigError(f"{owner}: query_data is required.")
+        _positive_int(owner, "batch_size", batch_size)
+        _positive_int(owner, "limit", limit)
+        _positive_int(owner, "steps_per_interval", steps_per_interval, allow_none=True)
+        _positive_int(owner, "num_example_queries", num_example_queries)
+        _positive_int(owner, "query_sample_size", query_sample_size, allow_none=True)
+        _positive_int(owner, "n_trees", n_trees)
+        _positive_int(owner, "search_k", search_k, allow_none=True)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(
+                f"{owner}: num_workers must be a non-negative integer, not {num_workers!r}."
+            )
+        if distance not in DISTANCES:
+            raise ConfigError(
+                f"{owner}: unknown distance {distance!r}; use one of {', '.join(DISTANCES)}."
+            )
+        if search not in SEARCHES:
+            raise ConfigError(
+                f"{owner}: unknown search {search!r}; use one of {', '.join(SEARCHES)}."
+            )
+        if caption is not None and (not isinstance(caption, str) or not caption):
+            raise ConfigError(f"{owner}: caption must be a non-empty string, not {caption!r}.")
+        self.query_data = query_data
+        self.index_data = index_data
+        self.model = model
+        self.index_model = index_model
+        self.batch_size = batch_size
+        self.exclude_self = bool(exclude_self)
+        self.limit = limit
+        self.distance = distance
+        self.num_workers = num_workers
+        self.steps_per_interval = steps_per_interval
+        self.gather_examples = bool(gather_examples)
+        self.num_example_queries = num_example_queries
+        self.caption = caption
+        self.query_sample_size = query_sample_size
+        self.search = search
+        self.n_trees = n_trees
+        self.search_k = search_k
+        self.seed = seed
+        self._prefix: str | None = None
+        self._queries: Any = None
+        self._index: Any = None
+        self._example_rows: np.ndarray | None = None
+        self.last_result: Any = None
+
+    def options(self) -> dict[str, Any]:
+        options = super().options()
+        for name in ("query_data", "index_data"):
+            value = getattr(self, name)
+            options[name] = (
+                value
+                if isinstance(value, str) or value is None
+                else f"<{type(value).__name__} of {len(value)}>"
+            )
+        return options
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def finetuner_configure(self, ctx: Any) -> None:
+        from finetuner.data import load_dataset
+
+        towers = list(ctx.models)
+        for option in ("model", "index_model"):
+            name = getattr(self, option)
+            if name is not None and name not in ctx.models:
+                raise ConfigError(
+                    f"EvaluationCallback: {option}={name!r} is not a model of this fit; models: {', '.join(towers)}."
+                )
+        queries = load_dataset(self.query_data, name="query_data")
+        index = (
+            load_dataset(self.index_data, name="index_data")
+            if self.index_data is not None
+            else None
+        )
+        if self.query_sample_size is not None and self.query_sample_size < len(queries):
+            rng = np.random.default_rng(self.seed)
+            rows = np.sort(rng.choice(len(queries), size=self.query_sample_size, replace=False))
+            queries = queries.subset(rows)
+        self._queries, self._index = queries, index
+        if self.gather_examples:
+            rng = np.random.default_rng(self.seed + 1)
+            count = min(self.num_example_queries, len(queries))
+            self._example_rows = np.sort(rng.choice(len(queries), size=count, replace=False))
+        query_tower = self.model or towers[0]
+        index_tower = self.index_model or query_tower
+        if self.caption is not None:
+            self._prefix = self.caption
+        elif index_tower != query_tower:
+            self._prefix = caption_for(
+                f"{ctx.model_names.get(query_tower, query_tower)}-to-{ctx.model_names.get(index_tower, index_tower)}"
+            )
+        else:
+            self._prefix = caption_for(ctx.model_names.get(query_tower, query_tower))
+
+    def provided_metrics(self, ctx: Any) -> list[str]:
+        assert self._prefix is not None
+        return [f"{self._prefix}_{name}" for name in METRIC_NAMES]
+
+    # --- producing ---------------------------------------------------------------------------
+
+    def finetuner_on_train_batch_end(self, ctx: Any, event: Any) -> None:
+        if self.steps_per_interval and event.step % self.steps_per_interval == 0:
+            ctx.control.request_evaluation()
+
+    def finetuner_evaluate(self, ctx: Any, event: Any) -> dict[str, float]:
+        queries, index = self._queries, self._index
+        query_tower = self.model
+        index_tower = self.index_model or self.model
+        q = ctx.encode(queries, model=query_tower, batch_size=self.batch_size)
+        if index is None and index_tower == query_tower:
+            i, index_labels, index_ids = None, None, None
+        else:
+            source = index if index is not None else queries
+            i = ctx.encode(source, model=index_tower, batch_size=self.batch_size)
+            index_labels = _raw_labels(source)
+            index_ids = source.ids
+        result = evaluate_embeddings(
+            q,
+            _raw_labels(queries),
+            i,
+            index_labels,
+            limit=self.limit,
+            distance=self.distance,
+            exclude_self=self.exclude_self,
+            search=self.search,
+            query_ids=queries.ids if i is not None else None,
+            index_ids=index_ids,
+            n_trees=self.n_trees,
+            search_k=self.search_k,
+            return_details=True,
+        )
+        self.last_result = result
+        if result.num_queries_skipped or result.approximate:
+            ctx.logger.debug(
+                "evaluation details",
+                stage=event.stage,
+                queries_scored=result.num_queries_scored,
+                queries_left_out=result.num_queries_skipped,
+                approximate=result.approximate,
+            )
+        if self.gather_examples and event.stage in ("before", "after"):
+            ctx.record_examples(event.stage, self._examples(result, queries, index))
+        return {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
+
+    def _examples(self, result: Any, queries: Any, index: Any) -> Mapping[str, list[str]]:
+        assert self._example_rows is not None
+        source = index if index is not None else queries
+        examples: dict[str, list[str]] = {}
+        for row in self._example_rows:
+            matches = [source.describe(int(j)) for j in result.indices[row] if j >= 0]
+            examples[queries.describe(int(row))] = matches
+        return examples
+
+
+def _raw_labels(dataset: Any) -> list[Any]:
+    classes = dataset.classes
+    return [classes[int(code)] for code in dataset.labels]

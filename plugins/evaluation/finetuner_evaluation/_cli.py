@@ -1,0 +1,86 @@
+"""``finetuner evaluate``: retrieval metrics of a registry model or an artifact, no training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["finetuner_add_commands"]
+
+
+def finetuner_add_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="retrieval metrics of a model or artifact on query/index data (no training)",
+        description=(
+            "Encode query (and index) data with a registry model or a fine-tuned artifact and "
+            "print the retrieval metrics."
+        ),
+    )
+    parser.add_argument("model", help="a registry model name (e.g. mlp) or an artifact folder/zip")
+    parser.add_argument("--query-data", required=True, help="queries: a built-in data set name")
+    parser.add_argument("--index-data", help="index documents; default: the queries themselves")
+    parser.add_argument("--model-options", default="{}", help="registry model options as JSON")
+    parser.add_argument("--select-model", help="the tower of a multi-model artifact")
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--distance", default="cosine")
+    parser.add_argument("--search", default="auto")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-exclude-self", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=_evaluate_command)
+
+
+def _evaluate_command(args: argparse.Namespace) -> int:
+    import finetuner
+    from finetuner.data import load_dataset
+    from finetuner.errors import ConfigError
+    from finetuner.models import get_spec
+    from finetuner_evaluation._evaluate import evaluate_embeddings
+
+    queries = load_dataset(args.query_data, name="query_data")
+    index = load_dataset(args.index_data, name="index_data") if args.index_data else None
+    if Path(args.model).exists():
+        model = finetuner.get_model(
+            args.model, select_model=args.select_model, batch_size=args.batch_size
+        )
+        name = model.name
+    else:
+        try:
+            options = json.loads(args.model_options)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--model-options is not valid JSON: {exc}") from None
+        spec = get_spec(args.model)
+        resolved = spec.resolve_options(options, tuple(int(d) for d in queries.inputs.shape[1:]))
+        model = finetuner.inference.EmbeddingModel(
+            spec.build(resolved), name=args.model, batch_size=args.batch_size
+        )
+        name = args.model
+    q = finetuner.encode(model, queries.inputs, batch_size=args.batch_size)
+    i = (
+        finetuner.encode(model, index.inputs, batch_size=args.batch_size)
+        if index is not None
+        else None
+    )
+    metrics = evaluate_embeddings(
+        q,
+        [queries.classes[c] for c in queries.labels],
+        i,
+        [index.classes[c] for c in index.labels] if index is not None else None,
+        limit=args.limit,
+        distance=args.distance,
+        search=args.search,
+        exclude_self=not args.no_exclude_self,
+        query_ids=queries.ids if index is not None else None,
+        index_ids=index.ids if index is not None else None,
+    )
+    if args.json:
+        print(json.dumps({"model": name, "metrics": metrics}, indent=2))
+        return 0
+    width = max(len(k) for k in metrics)
+    print(f"Retrieval metrics of {name} (k={args.limit}, {args.distance}):")
+    for key, value in metrics.items():
+        print(f"  {key.ljust(width)}  {value:.5f}")
+    return 0
