@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+
 from finetuner.cli import main
 from finetuner.config_file import load_fit_config
 from finetuner.errors import ConfigError

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import finetuner
 import pytest
 import torch
+
+import finetuner
 from finetuner.errors import ConfigError, DataError
 from finetuner.testing import make_tiny_data
 

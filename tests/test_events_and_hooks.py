@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 
 import pytest
+
 from finetuner import events, hookspecs
 from finetuner.plugins import hook_names
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from finetuner.config_file import load_fit_config
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yml"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 
-import finetuner
 import numpy as np
 import pytest
 import torch
 from docarray import DocList
+
+import finetuner
 from finetuner.testing import make_tiny_data
 
 

@@ -3,8 +3,9 @@ with callbacks defined in the test (the entry-point versions are in test_entry_p
 
 from __future__ import annotations
 
-import finetuner
 import pytest
+
+import finetuner
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
 from finetuner.testing import HookRecorder, run_recorded_fit
@@ -218,3 +219,18 @@ def test_plugins_do_not_share_state_between_runs(tmp_path):
     two = second.recorder.getcalls("finetuner_on_fit_begin")[0].plugins
     assert "console" in one and "console" in two
     assert first.run.path != second.run.path
+
+
+def test_one_function_serving_two_hooks_names_the_right_one(tmp_path):
+    class Shared(Callback):
+        def _both(self, ctx, event):
+            if type(event).__name__ == "EpochEnded":
+                raise RuntimeError("only at the end")
+
+        finetuner_on_epoch_begin = _both
+        finetuner_on_epoch_end = _both
+
+    with pytest.raises(RuntimeError):
+        run_recorded_fit(tmp_path, callbacks=[Shared()])
+    (run,) = finetuner.list_runs(runs_dir=tmp_path)
+    assert (run.status()["plugin"], run.status()["hook"]) == ("Shared", "finetuner_on_epoch_end")

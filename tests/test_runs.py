@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from finetuner.errors import (
     ConfigError,
     ExperimentNotFoundError,

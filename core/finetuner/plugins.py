@@ -321,13 +321,21 @@ class FinetunerPluginManager(pluggy.PluginManager):
 
     def culprit(self, exc: BaseException) -> tuple[str | None, str | None]:
         """Which plugin's hook raised *exc*: ``(plugin name, hook name)`` or ``(None, None)``."""
+        from pluggy._callers import _multicall
+
+        calling: str | None = None  # the hook pluggy was running when the frame was entered
         tb = exc.__traceback__
         while tb is not None:
-            owners = self._hook_codes.get(tb.tb_frame.f_code)
+            frame = tb.tb_frame
+            if frame.f_code is _multicall.__code__:
+                calling = frame.f_locals.get("hook_name")
+            owners = self._hook_codes.get(frame.f_code)
             if owners:
-                this = tb.tb_frame.f_locals.get("self")
-                for plugin_name, hook_name, plugin in owners:
-                    if len(owners) == 1 or plugin is this:
+                # One function may implement several hooks, or serve several instances.
+                matching = [o for o in owners if o[1] == calling] or owners
+                this = frame.f_locals.get("self")
+                for plugin_name, hook_name, plugin in matching:
+                    if len(matching) == 1 or plugin is this:
                         return plugin_name, hook_name
             tb = tb.tb_next
         return None, None
