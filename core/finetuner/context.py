@@ -134,6 +134,7 @@ class TrainingContext:
     _encode: Callable[..., np.ndarray] | None = None
     _record_examples: Callable[[str, Mapping[str, Any]], None] | None = None
     _save_checkpoint: Callable[[], Any] | None = None
+    _skipped: dict[str, int] = field(default_factory=dict)
     _metric_aliases: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -157,6 +158,11 @@ class TrainingContext:
         if self._record_examples is None:  # pragma: no cover - set by the trainer
             raise RuntimeError("record_examples is not available outside a fit")
         self._record_examples(stage, examples)
+
+    def record_skipped(self, key: str, count: int) -> None:
+        """Note that *count* queries could not be scored for the metrics of *key* (a caption or
+        metric key) in the evaluation under way; stored with that evaluation's metrics record."""
+        self._skipped[key] = int(count)
 
     def save_checkpoint(self) -> Any:
         """Write a training checkpoint of the current state (model, optimizer, scheduler,

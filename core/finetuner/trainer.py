@@ -917,7 +917,8 @@ class Trainer:
             metrics["train_loss"] = float(train_loss)
         if val_loss is not None:
             metrics["val_loss"] = float(val_loss)
-        ctx.run._append_metrics(stage, epoch, ctx.step, metrics)
+        skipped, ctx._skipped = ctx._skipped, {}
+        ctx.run._append_metrics(stage, epoch, ctx.step, metrics, skipped=skipped)
         self._phase = "publish"
         published = MetricsPublished(
             stage=stage,

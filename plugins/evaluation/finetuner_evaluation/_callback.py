@@ -217,6 +217,8 @@ class EvaluationCallback(Callback):
             return_details=True,
         )
         self.last_result = result
+        if result.num_queries_skipped:
+            ctx.record_skipped(self._prefix, result.num_queries_skipped)
         if result.num_queries_skipped or result.approximate:
             ctx.logger.debug(
                 "evaluation details",

@@ -10,19 +10,7 @@ __all__ = ["ConfigError", "DataError", "unknown_choice_message"]
 
 from collections.abc import Sequence
 
-try:
-    from finetuner.errors import ConfigError, DataError, close_matches_hint
-except ImportError:  # pragma: no cover - exercised only where the core is not importable
-    # finetuner is a declared dependency; this branch only keeps the pure evaluation core usable
-    # from a plain checkout (``PYTHONPATH=.``) where the core distribution is not installed.
-    class ConfigError(ValueError):  # type: ignore[no-redef]
-        """An option is invalid."""
-
-    class DataError(ValueError):  # type: ignore[no-redef]
-        """Data cannot be used as given."""
-
-    def close_matches_hint(name: str, choices: Sequence[str], *, n: int = 3) -> str:  # type: ignore[misc]
-        return ""
+from finetuner.errors import ConfigError, DataError, close_matches_hint
 
 
 def unknown_choice_message(option: str, value: object, choices: Sequence[str]) -> str:

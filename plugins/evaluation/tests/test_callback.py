@@ -150,3 +150,12 @@ def test_evaluate_command_errors_are_one_line(capsys):
         err.startswith("error: query_data: 'nope' is not a built-in data set")
         and err.count("\n") == 1
     )
+
+
+def test_queries_without_relevant_items_are_counted_in_the_metrics_record(tmp_path):
+    queries = [*make_tiny_data(seed=1), (make_tiny_data(seed=2)[0][0], "lonely")]  # one lone label
+    result = run_recorded_fit(
+        tmp_path, callbacks=[EvaluationCallback(query_data=queries)], epochs=1
+    )
+    for record in result.run.metric_history():
+        assert record["skipped"] == {"mlp": 1}
