@@ -35,7 +35,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_json, fsync_dir
+from ._io import atomic_open, atomic_write_json
 from .errors import (
     ConfigError,
     ExperimentNotFoundError,
@@ -606,23 +606,12 @@ class Run:
         directory = Path(directory).expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{self.name}.zip"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                    for file in sorted(p for p in source.rglob("*") if p.is_file()):
-                        relative = file.relative_to(source).as_posix()
-                        archive.write(file, f"{self.name}/{relative}")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        fsync_dir(directory)
+        with (
+            atomic_open(target) as handle,
+            zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        ):
+            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                archive.write(file, f"{self.name}/{file.relative_to(source).as_posix()}")
         return target
 
     # ----------------------------------------------------------------- writing (trainer)

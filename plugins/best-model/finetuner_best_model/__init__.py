@@ -7,7 +7,7 @@ from typing import Any
 
 import finetuner
 from finetuner.callback import Callback
-from finetuner.monitoring import MonitoredValue, check_monitor_options, resolve_mode
+from finetuner.monitoring import MetricMonitor
 
 __all__ = ["BestModelCheckpoint"]
 __version__ = "0.1.0"
@@ -27,11 +27,9 @@ class BestModelCheckpoint(Callback):
     """
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto") -> None:
-        check_monitor_options("BestModelCheckpoint", monitor, mode)
+        self._monitor = MetricMonitor("BestModelCheckpoint", monitor, mode)
         self.monitor = monitor
         self.mode = mode
-        self._key: str | None = None
-        self._tracker: MonitoredValue | None = None
         self._best_epoch: int | None = None
         self._weights: dict[str, dict[str, Any]] | None = None
 
@@ -39,19 +37,16 @@ class BestModelCheckpoint(Callback):
         return [self.monitor]
 
     def finetuner_on_fit_begin(self, ctx: Any) -> None:
-        self._key = ctx.resolve_metric(self.monitor)
-        best = self._tracker.best if self._tracker is not None else None  # restored on resume
-        self._tracker = MonitoredValue(resolve_mode(self._key, self.mode))
-        if best is not None:
-            self._tracker.best = best
+        self._monitor.bind(ctx)
 
     def finetuner_on_metrics(self, ctx: Any, event: Any) -> None:
-        if event.stage != "epoch" or self._key is None or self._tracker is None:
+        monitor = self._monitor
+        value = monitor.epoch_value(event)
+        if value is None:
             return
-        value = float(event.metrics[self._key])
-        if self._tracker.improves(value):
-            ctx.logger.info(f"Model improved from {self._tracker.best:.3f} to {value:.3f}!")
-            self._tracker.best = value
+        if monitor.improves(value):
+            ctx.logger.info(f"Model improved from {monitor.best_text()} to {value:.3f}!")
+            monitor.best = value
             self._best_epoch = event.epoch
             self._weights = {
                 name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -64,14 +59,14 @@ class BestModelCheckpoint(Callback):
     def finetuner_on_train_end(self, ctx: Any) -> None:
         if self._weights is None:
             ctx.logger.warning(
-                f"BestModelCheckpoint: no epoch published '{self._key}'; keeping the last weights"
+                f"BestModelCheckpoint: no epoch published '{self._monitor.key}'; keeping the last weights"
             )
             return
         for name, module in ctx.models.items():
             module.load_state_dict(self._weights[name])
         ctx.logger.info(
             f"Restored the weights of epoch {(self._best_epoch or 0) + 1} "
-            f"('{self._key}' = {self._tracker.best if self._tracker else float('nan'):.5f})"
+            f"('{self._monitor.key}' = {self._monitor.best_text(5)})"
         )
 
     @property
@@ -81,14 +76,12 @@ class BestModelCheckpoint(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "best": self._tracker.best if self._tracker is not None else None,
+            **self._monitor.state_dict(),
             "best_epoch": self._best_epoch,
             "weights": self._weights,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._monitor.load_state_dict(state)
         self._best_epoch = state.get("best_epoch")
         self._weights = state.get("weights")
-        if state.get("best") is not None:
-            self._tracker = MonitoredValue("min")  # the mode is set again in on_fit_begin
-            self._tracker.best = float(state["best"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
-from finetuner.monitoring import MonitoredValue, check_monitor_options, resolve_mode
+from finetuner.monitoring import MetricMonitor
 
 __all__ = ["EarlyStopping"]
 __version__ = "0.1.0"
@@ -39,28 +39,18 @@ class EarlyStopping(Callback):
         min_delta: float = 0.0,
         baseline: float | None = None,
     ) -> None:
-        check_monitor_options("EarlyStopping", monitor, mode)
+        self._monitor = MetricMonitor(
+            "EarlyStopping", monitor, mode, min_delta=min_delta, baseline=baseline
+        )
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ConfigError(
                 f"EarlyStopping: patience must be a non-negative integer, not {patience!r}."
-            )
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or min_delta < 0:
-            raise ConfigError(
-                f"EarlyStopping: min_delta must be a non-negative number, not {min_delta!r}."
-            )
-        if baseline is not None and (
-            isinstance(baseline, bool) or not isinstance(baseline, (int, float))
-        ):
-            raise ConfigError(
-                f"EarlyStopping: baseline must be a number or None, not {baseline!r}."
             )
         self.monitor = monitor
         self.mode = mode
         self.patience = patience
         self.min_delta = float(min_delta)
         self.baseline = None if baseline is None else float(baseline)
-        self._key: str | None = None
-        self._tracker: MonitoredValue | None = None
         self._wait = 0
         self._stopped_epoch: int | None = None
 
@@ -68,33 +58,25 @@ class EarlyStopping(Callback):
         return [self.monitor]
 
     def finetuner_on_fit_begin(self, ctx: Any) -> None:
-        self._key = ctx.resolve_metric(self.monitor)
-        best = self._tracker.best if self._tracker is not None else None  # restored on resume
-        self._tracker = MonitoredValue(
-            resolve_mode(self._key, self.mode), self.min_delta, self.baseline
-        )
-        if best is not None:
-            self._tracker.best = best
+        self._monitor.bind(ctx)
 
     def finetuner_on_metrics(self, ctx: Any, event: Any) -> None:
-        if event.stage != "epoch" or self._key is None or self._tracker is None:
+        monitor = self._monitor
+        value = monitor.epoch_value(event)
+        if value is None:
             return
-        value = float(event.metrics[self._key])
-        if self._tracker.improves(value):
-            self._tracker.best = value
+        if monitor.improves(value):
+            monitor.best = value
             self._wait = 0
             return
         self._wait += 1
         if self._wait >= self.patience:
             self._stopped_epoch = event.epoch
-            target = (
-                "the baseline"
-                if self.baseline is not None and self._tracker.best == self.baseline
-                else "the best value"
-            )
+            at_baseline = self.baseline is not None and monitor.best == self.baseline
+            target = "the baseline" if at_baseline else "the best value"
             reason = (
-                f"EarlyStopping: '{self._key}' did not improve on {target} "
-                f"{self._tracker.best:.5f} for {self._wait} epoch(s) (patience {self.patience}); "
+                f"EarlyStopping: '{monitor.key}' did not improve on {target} "
+                f"{monitor.best_text(5)} for {self._wait} epoch(s) (patience {self.patience}); "
                 f"stopping after epoch {event.epoch + 1}"
             )
             ctx.logger.info(reason)
@@ -102,14 +84,12 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "best": self._tracker.best if self._tracker is not None else None,
+            **self._monitor.state_dict(),
             "wait": self._wait,
             "stopped_epoch": self._stopped_epoch,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._monitor.load_state_dict(state)
         self._wait = int(state.get("wait", 0))
         self._stopped_epoch = state.get("stopped_epoch")
-        if state.get("best") is not None:
-            self._tracker = MonitoredValue("min")  # the mode is set again in on_fit_begin
-            self._tracker.best = float(state["best"])

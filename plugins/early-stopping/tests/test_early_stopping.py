@@ -107,3 +107,12 @@ def test_state_round_trip():
     stopper = EarlyStopping()
     stopper.load_state_dict({"best": 0.25, "wait": 1, "stopped_epoch": None})
     assert stopper.state_dict() == {"best": 0.25, "wait": 1, "stopped_epoch": None}
+
+
+def test_a_nan_value_never_counts_as_an_improvement(tmp_path):
+    producer = ScriptedProducer("probe_score", [0.0, float("nan"), float("nan")])
+    result = run_recorded_fit(
+        tmp_path, callbacks=[EarlyStopping(monitor="probe_score", patience=1), producer], epochs=3
+    )
+    assert _epochs_run(result) == 1
+    assert "did not improve on the best value -inf" in result.run.log_path.read_text()
