@@ -33,7 +33,6 @@ myst_heading_anchors = 3
 # autodoc: members in the order of the source, type hints in the signature.
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
 
 # Broken references to documented objects are not errors (nitpicky is off): docstrings name
 # types such as torch.nn.Module that this site does not document.

@@ -23,7 +23,7 @@ def test_readme_examples_run_in_order(tmp_path, monkeypatch):
     namespace: dict = {}
     for block in BLOCKS:
         try:
-            exec(compile(block, str(README), "exec"), namespace)
+            exec(compile(block, str(README), "exec", dont_inherit=True), namespace)
         except finetuner.PluginError as exc:
             if os.environ.get("FINETUNER_REQUIRE_PLUGINS") == "1":
                 raise

@@ -18,6 +18,7 @@ from ._version import __version__
 from .errors import (
     ConfigError,
     DataError,
+    ExperimentNotFoundError,
     FinetunerError,
     PluginError,
     RunError,
@@ -35,6 +36,8 @@ __all__ = [
     "DataError",
     "Document",
     "DocumentArray",
+    "Experiment",
+    "ExperimentNotFoundError",
     "FinetunerError",
     "PluginError",
     "Run",
@@ -172,7 +175,8 @@ def fit(
         ``num_training_steps`` (``'auto'``), ``scheduler_step`` (``'batch'`` or ``'epoch'``),
         ``num_cycles``, ``power``, ``lr_end``.
     :param callbacks: callback instances (``finetuner.callback.<Class>(...)``).
-    :param device: ``'auto'`` (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ...
+    :param description: a free-text note recorded in the run's config.
+    :param device: ``'auto'`` (CUDA when available, else Apple's MPS, else CPU), ``'cpu'``, ``'cuda'``, ...
     :param num_workers: ``DataLoader`` worker processes for batching (0: in the main process).
     :param num_items_per_class: items of each class per batch for the class-balanced sampler.
     :param sampler: ``'auto'`` (class-balanced, or random for classification-style losses such

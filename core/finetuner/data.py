@@ -193,7 +193,7 @@ def load_dataset(data: Any, *, name: str = "train_data") -> Dataset:
             if isinstance(label, torch.Tensor | np.ndarray | np.generic):
                 label = label.item()
             raw_labels.append(label)
-            ids.append(str(i))
+            ids.append(f"{name}[{i}]")  # positions are not identities across data sets
     else:
         raise DataError(
             f"{name}: unsupported type {type(data).__name__}. Pass a docarray DocList or a list "

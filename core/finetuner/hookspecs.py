@@ -11,7 +11,8 @@ Every training hook receives two arguments, both optional to accept:
     A frozen dataclass from :mod:`finetuner.events` describing what just happened.
 
 An implementation may declare any subset of a hook's arguments, in any order, and must not give
-them default values (pluggy does not pass arguments that have defaults). Implementations are
+them default values (depending on the pluggy version, an argument with a default is not
+passed). Implementations are
 plain methods named after the hook on a :class:`~finetuner.callback.Callback` subclass, or
 functions in a module registered through the ``finetuner.plugins`` entry-point group.
 

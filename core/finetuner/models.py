@@ -27,10 +27,10 @@ MODELS_GROUP = "finetuner.models"
 class ModelSpec:
     """A named backbone.
 
-    ``build(options, input_shape)`` returns the module; ``input_shape`` is the shape of one
-    training item (without the batch dimension), or ``None`` when unknown (at inference).
-    ``resolve_options(options, input_shape)`` fills defaults and data-dependent options; what it
-    returns is what the artifact stores.
+    ``resolve_options(options, input_shape)`` fills defaults and data-dependent options;
+    ``input_shape`` is the shape of one training item (without the batch dimension), or ``None``
+    when unknown (at inference). ``build(resolved_options)`` returns the module; the resolved
+    options are what the artifact stores to rebuild it.
     """
 
     name: str

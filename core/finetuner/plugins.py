@@ -288,7 +288,7 @@ class FinetunerPluginManager(pluggy.PluginManager):
             registered = super().register(plugin, name)
         except pluggy.PluginValidationError as exc:
             raise PluginError(
-                f"plugin '{name or plugin!r}' has an invalid hook implementation: {exc}. See "
+                f"plugin {name or repr(plugin)!r} has an invalid hook implementation: {exc}. See "
                 "the hook reference in finetuner.hookspecs.",
                 plugin=name,
             ) from exc

@@ -644,6 +644,7 @@ class Run:
                 reason=None,
                 plugin=None,
                 hook=None,
+                phase=None,
             )
         elif state in (RunStatus.FINISHED, RunStatus.FAILED):
             content["finished_at"] = now
@@ -925,7 +926,12 @@ def create_run(
                 f"could not find a free run name in {experiment.path}; pass run_name=..."
             )
     try:
-        atomic_write_json(path / CONFIG_FILE, dict(config))
+        recorded = dict(config)
+        if "run_name" in recorded:
+            recorded["run_name"] = path.name
+        if "experiment_name" in recorded:
+            recorded["experiment_name"] = experiment.name
+        atomic_write_json(path / CONFIG_FILE, recorded)
         now = _now()
         status = {
             "status": RunStatus.CREATED.value,

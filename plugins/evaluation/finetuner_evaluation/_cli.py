@@ -29,6 +29,9 @@ def finetuner_add_commands(subparsers: Any) -> None:
     parser.add_argument("--search", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-exclude-self", action="store_true")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of a registry model's initial weights"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=_evaluate_command)
 
@@ -52,6 +55,9 @@ def _evaluate_command(args: argparse.Namespace) -> int:
             options = json.loads(args.model_options)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--model-options is not valid JSON: {exc}") from None
+        import torch
+
+        torch.manual_seed(args.seed)  # the same untrained weights, and numbers, on every call
         spec = get_spec(args.model)
         resolved = spec.resolve_options(options, tuple(int(d) for d in queries.inputs.shape[1:]))
         model = finetuner.inference.EmbeddingModel(
