@@ -162,3 +162,9 @@ def test_demo_command_prints_bar_summary_and_finishes(tmp_path):
     assert any(line.startswith("Finetuning took 0 days, 0 hours 0 minutes and ") for line in lines)
     assert any(line.startswith("Metric: 'val_loss' before fine-tuning:  ") for line in lines)
     assert "Finished 🚀" in lines
+
+
+def test_cli_debug_after_the_command(tmp_path, capsys):
+    path = _write(tmp_path, "model: mlp\ntrain_data: digits-train\nepochs: five\n")
+    assert main(["fit", str(path), "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -198,3 +198,30 @@ def test_library_does_not_configure_logging_globally():
     _fit(epochs=1)
     assert logging.getLogger().handlers == root_handlers
     assert structlog.get_config() == config_before
+
+
+def test_list_items_are_identified_by_argument_and_position():
+    from finetuner.data import load_dataset
+
+    queries = load_dataset(make_tiny_data()[:3], name="query_data")
+    index = load_dataset(make_tiny_data()[:3], name="index_data")
+    assert queries.ids == ["query_data[0]", "query_data[1]", "query_data[2]"]
+    assert not set(queries.ids) & set(index.ids)  # never self-excluded by position alone
+
+
+def test_config_records_the_generated_run_name():
+    run = _fit(epochs=1)
+    assert run.config["run_name"] == run.name
+    assert run.config["experiment_name"] == "default"
+
+
+def test_a_restarted_run_forgets_the_old_failure():
+    run = _fit(epochs=1)
+    run._set_status("FAILED", reason="boom", plugin="x", hook="y", phase="train")
+    status = run._set_status("STARTED")
+    assert (status["reason"], status["plugin"], status["hook"], status["phase"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
