@@ -168,6 +168,3 @@ class ConsoleReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-plugin = ConsoleReporter

@@ -12,6 +12,7 @@ import platform
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,21 @@ def resolve_device(device: str) -> torch.device:
             f"device='{device}' but no CUDA device is available; use device='auto' or 'cpu'."
         )
     return resolved
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Run a block with *modules* in eval mode and without gradients, then put each module
+    back in the mode it was in, even when the block raises."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
 
 
 def _seed_everything(seed: int) -> None:
@@ -265,18 +281,14 @@ class Trainer:
     def _check_forward(self) -> int:
         """Run one small batch through the model, so data/model mismatches fail before the run."""
         x, _ = self.train_data.batch(list(range(min(2, len(self.train_data)))))
-        was_training = self.model.training
-        self.model.eval()
         try:
-            with torch.no_grad():
+            with evaluating(self.model):
                 out = self.model(x.to(self.device))
         except Exception as exc:
             raise ConfigError(
                 f"the model failed on a batch of train_data (items of shape "
                 f"{tuple(x.shape[1:])}): {_format_reason(exc)}"
             ) from exc
-        finally:
-            self.model.train(was_training)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise ConfigError(
                 "the model must return a 2-D tensor of embeddings (batch, dim); it returned "
@@ -307,12 +319,17 @@ class Trainer:
             return self.cfg.sampler
         return "random" if self.cfg.loss in CLASSIFICATION_LOSSES else "class"
 
-    def _build_sampler(self) -> ClassBalancedBatchSampler | RandomBatchSampler:
+    def _build_sampler(
+        self, data: Dataset | None = None, seed: int | None = None
+    ) -> ClassBalancedBatchSampler | RandomBatchSampler:
+        """Batches of *data* (the training data) the way the loss needs them."""
+        data = self.train_data if data is None else data
+        seed = self.seed if seed is None else seed
         if self._sampler_kind() == "class":
             return ClassBalancedBatchSampler(
-                self.train_data.labels, self.batch_size, self.cfg.num_items_per_class, self.seed
+                data.labels, self.batch_size, self.cfg.num_items_per_class, seed
             )
-        return RandomBatchSampler(len(self.train_data), self.batch_size, self.seed)
+        return RandomBatchSampler(len(data), self.batch_size, seed)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         groups: list[dict[str, Any]] = [
@@ -795,21 +812,13 @@ class Trainer:
     def _validation_loss(self) -> float:
         assert self.eval_data is not None
         data = self.eval_data
-        sampler = ClassBalancedBatchSampler(
-            data.labels, self.batch_size, self.cfg.num_items_per_class, seed=0
-        )
-        if self._sampler_kind() == "random":
-            sampler = RandomBatchSampler(len(data), self.batch_size, seed=0)  # type: ignore[assignment]
-        was_training = self.model.training
-        self.model.eval()
         total, count = 0.0, 0
-        with torch.no_grad():
-            for indices in sampler:
+        with evaluating(self.model):
+            for indices in self._build_sampler(data, seed=0):  # the same batches every time
                 x, y = data.batch(indices)
                 embeddings = self.model(x.to(self.device))
                 total += float(self.loss_fn(embeddings, y.to(self.device)).item())
                 count += 1
-        self.model.train(was_training)
         return total / max(count, 1)
 
     # --- metrics ----------------------------------------------------------------------------
@@ -888,13 +897,8 @@ class Trainer:
         ctx, hook = self.ctx, self.pm.hook
         self._phase = "evaluate"
         event = EvaluationRequested(stage=stage, epoch=epoch, step=ctx.step)
-        was_training = self.model.training
-        for module in self.models.values():
-            module.eval()
-        with torch.no_grad():
+        with evaluating(*self.models.values()):
             results = hook.finetuner_evaluate(ctx=ctx, event=event)
-        for module in self.models.values():
-            module.train(was_training)
         metrics: dict[str, float] = {}
         for result in results:
             if not isinstance(result, Mapping):
@@ -1065,20 +1069,11 @@ def encode_tensors(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
     device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
-    was_training = module.training
-    module.eval()
     chunks = []
-    try:
-        with torch.no_grad():
-            for start in range(0, int(inputs.shape[0]), batch_size):
-                out = module(inputs[start : start + batch_size].to(device))
-                chunks.append(out.detach().to("cpu", torch.float32))
-    finally:
-        module.train(was_training)
+    with evaluating(module):
+        for start in range(0, int(inputs.shape[0]), batch_size):
+            out = module(inputs[start : start + batch_size].to(device))
+            chunks.append(out.detach().to("cpu", torch.float32))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(chunks).numpy()
-
-
-def fit_from_config(config: FitConfig) -> Run:
-    return Trainer(config).run()
