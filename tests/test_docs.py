@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,14 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     namespace: dict = {"__name__": "__docs__"}
-    for index, block in enumerate(_examples(page)):
-        code = compile(
-            block, f"{page.relative_to(DOCS)} (example {index + 1})", "exec", dont_inherit=True
-        )
-        exec(code, namespace)
+    try:
+        for index, block in enumerate(_examples(page)):
+            code = compile(
+                block, f"{page.relative_to(DOCS)} (example {index + 1})", "exec", dont_inherit=True
+            )
+            exec(code, namespace)
+    finally:
+        # W&B keeps its settings for the whole process; let later tests start from scratch.
+        wandb = sys.modules.get("wandb")
+        if wandb is not None:
+            wandb.teardown()
