@@ -87,12 +87,12 @@ def test_items_of_different_shapes():
 
 
 def test_not_pairs():
-    with pytest.raises(DataError, match=r"train_data\[0\]: expected a \(tensor, label\) pair"):
+    with pytest.raises(DataError, match=r"train_data\[0\]: expected an \(item, label\) pair"):
         _fit(train_data=[torch.randn(8)])
 
 
 def test_unknown_string_data():
-    with pytest.raises(DataError, match="not a built-in data set"):
+    with pytest.raises(DataError, match="neither a CSV file nor a known data set"):
         _fit(train_data="no-such-data")
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .runs import Run
 
 __all__ = [
+    "CSVOptions",
     "ConfigError",
     "DataError",
     "Document",
@@ -45,10 +46,13 @@ __all__ = [
     "RunFailedError",
     "RunInProgressError",
     "RunNotFoundError",
+    "ScoredPair",
+    "Triplet",
     "__version__",
     "build_model",
     "cos_sim",
     "create_experiment",
+    "delete_data",
     "delete_experiment",
     "delete_run",
     "describe_models",
@@ -59,9 +63,11 @@ __all__ = [
     "get_run",
     "hookimpl",
     "list_callbacks",
+    "list_data",
     "list_experiments",
     "list_models",
     "list_runs",
+    "push_data",
 ]
 
 _LAZY = {
@@ -83,24 +89,38 @@ _LAZY = {
     "list_callbacks": "plugins",
     "Document": "document",
     "DocumentArray": "document",
+    "ScoredPair": "document",
+    "Triplet": "document",
+    "CSVOptions": "csv_data",
+    "push_data": "datastore",
+    "list_data": "datastore",
+    "delete_data": "datastore",
 }
 
 
 _SUBMODULES = frozenset(
     {
         "artifacts",
+        "backbones",
         "callback",
         "checkpoint",
         "cli",
         "config",
         "context",
+        "csv_data",
         "data",
         "datasets",
+        "datastore",
+        "document",
         "events",
         "hookspecs",
+        "images",
         "inference",
+        "losses",
         "models",
         "monitoring",
+        "onnx_export",
+        "optim",
         "plugins",
         "runs",
         "testing",
@@ -152,14 +172,24 @@ def fit(
     seed: int | None = None,
     runs_dir: str | os.PathLike[str] | None = None,
     resume: Any = None,
+    csv_options: Any = None,
+    loss_optimizer: str | None = None,
+    loss_optimizer_options: Mapping[str, Any] | None = None,
+    model_artifact: str | os.PathLike[str] | None = None,
+    to_onnx: bool = False,
 ) -> Run:
     """Fine-tune *model* on *train_data* and return the finished :class:`~finetuner.runs.Run`.
 
-    :param model: a registry name (see :func:`describe_models`, e.g. ``"mlp"``) or any
-        ``torch.nn.Module`` that maps a batch of inputs to a ``(batch, dim)`` embedding tensor.
-    :param train_data: a docarray ``DocList`` (documents with a ``tensor`` and a label in
-        ``tags['finetuner_label']`` or a ``label`` field) or a list of ``(tensor, label)`` pairs.
-    :param eval_data: data in the same forms; its loss is reported as ``val_loss`` each epoch.
+    :param model: a registry name (see :func:`describe_models`: ``"mlp"``, ``"resnet-base"``,
+        ``"sentence-transformers/all-MiniLM-L6-v2"``, ``"clip-base-en"``, ...), a local text
+        model folder, or any ``torch.nn.Module`` that maps a batch of tensors to a
+        ``(batch, dim)`` embedding tensor.
+    :param train_data: a CSV file (path or open file; see *csv_options*), the name of a pushed
+        or built-in data set, a docarray ``DocList`` (items in ``text``, ``uri``/``url`` or
+        ``tensor``, labels in ``tags['finetuner_label']`` or ``label``; a ``text`` with a
+        ``uri`` is a text-image pair; :class:`ScoredPair` and :class:`Triplet` documents) or a
+        list of ``(item, label)`` pairs, items being tensors, texts or image paths.
+    :param eval_data: data in the same form; its loss is reported as ``val_loss`` each epoch.
     :param val_split: fraction of *train_data* held out as validation data when *eval_data* is
         not given (``0 <= val_split < 1``), stratified by class.
     :param model_options: options of a registry model, e.g. ``{"hidden_sizes": [128, 64]}``.
@@ -185,6 +215,14 @@ def fit(
         (``'default'``).
     :param seed: seed of every random number generator used (drawn and recorded when ``None``).
     :param runs_dir: the run store (default ``$FINETUNER_RUNS_DIR`` or ``./finetuner-runs``).
+    :param csv_options: a :class:`CSVOptions` (or a dict of its fields) for CSV data.
+    :param loss_optimizer: a ``torch.optim`` class name for the loss's own parameters (e.g. the
+        class centres of ``ArcFaceLoss``), with *loss_optimizer_options*; otherwise they train
+        with the model's optimizer.
+    :param model_artifact: an artifact (folder or zip) of an earlier run of the same model:
+        training starts from its weights.
+    :param to_onnx: also export each model to ``model.onnx`` in the artifact, checked against
+        torch (needs ``pip install "finetuner[onnx]"``).
     :param resume: continue an interrupted run (its name, a :class:`Run` or its folder) from its
         latest training checkpoint, with the same options it started with. Runs write
         checkpoints when fit with the ``TrainingCheckpoint`` callback.
@@ -221,5 +259,10 @@ def fit(
         "description": description,
         "seed": seed,
         "runs_dir": runs_dir,
+        "csv_options": csv_options,
+        "loss_optimizer": loss_optimizer,
+        "loss_optimizer_options": dict(loss_optimizer_options or {}),
+        "model_artifact": model_artifact,
+        "to_onnx": to_onnx,
     }
     return Trainer(validate_fit_options(options), resume=resume).run()

@@ -8,6 +8,8 @@ Layout::
     example-results.yml   gathered example results, if any
     models/<name>/model.safetensors
     models/<name>/metadata.yml   registry name and resolved options, or the module's class
+    models/<name>/preprocessor/  what the preprocessor needs, e.g. tokenizer.json (no code)
+    models/<name>/model.onnx     with to_onnx=True: the model exported to ONNX
 
 Loading reads YAML with ``yaml.safe_load`` and tensors with safetensors: nothing is unpickled.
 """
@@ -19,14 +21,14 @@ import os
 import shutil
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from ._io import atomic_write_text, fsync_dir
+from ._io import atomic_write_bytes, atomic_write_text, replace_dir
 from .errors import ConfigError, RunError
 
 __all__ = ["ModelRecord", "artifact_size", "load_model_records", "write_artifact"]
@@ -41,6 +43,8 @@ class ModelRecord:
     name: str
     metadata: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    files: dict[str, bytes] = field(default_factory=dict)
+    """The preprocessor's files (e.g. ``tokenizer.json``)."""
 
 
 def _dump_yaml(obj: Any) -> str:
@@ -75,6 +79,8 @@ def write_artifact(
     metadata: Mapping[str, Any],
     metrics: Mapping[str, Any],
     examples: Mapping[str, Any] | None = None,
+    preprocessor_files: Mapping[str, Mapping[str, bytes]] | None = None,
+    onnx: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write the artifact into a temporary folder beside *target*, then rename it into place."""
     from safetensors.torch import save_file
@@ -98,14 +104,14 @@ def write_artifact(
         atomic_write_text(
             folder / "metadata.yml", _dump_yaml({"name": name, **model_metadata[name]})
         )
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-    fsync_dir(target.parent)
+        files = (preprocessor_files or {}).get(name) or {}
+        if files:
+            (folder / "preprocessor").mkdir()
+            for file_name, data in files.items():
+                atomic_write_bytes(folder / "preprocessor" / file_name, data)
+        if onnx and name in onnx:
+            atomic_write_bytes(folder / "model.onnx", onnx[name])
+    replace_dir(tmp, target)
     return target
 
 
@@ -140,14 +146,19 @@ def load_model_records(
             "written by run.save_artifact()."
         )
     files: dict[str, bytes] = {}
+
+    def wanted(name: str) -> bool:
+        return name.endswith((".yml", ".safetensors")) or "/preprocessor/" in name
+
     if path.is_dir():
         for file in path.rglob("*"):
-            if file.is_file() and file.suffix in (".yml", ".safetensors"):
-                files[file.relative_to(path).as_posix()] = file.read_bytes()
+            relative = file.relative_to(path).as_posix()
+            if file.is_file() and wanted(relative):
+                files[relative] = file.read_bytes()
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                if info.filename.endswith((".yml", ".safetensors")):
+                if not info.is_dir() and wanted(info.filename):
                     files[info.filename] = archive.read(info)
     else:
         raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
@@ -170,9 +181,17 @@ def load_model_records(
                 f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
             )
         meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
-        records.append(
-            ModelRecord(name=name, metadata=meta, tensors=load_bytes(files[weights_key]))
-        )
+        try:
+            tensors = load_bytes(files[weights_key])
+        except Exception as exc:  # safetensors refuses anything but its own format
+            raise RunError(
+                f"artifact '{path}': models/{name}/model.safetensors is not a valid safetensors "
+                f"file ({exc}); it was damaged or replaced, and is refused unread. Use the "
+                "artifact the run wrote."
+            ) from None
+        pre = f"{prefix}{name}/preprocessor/"
+        extra = {k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)}
+        records.append(ModelRecord(name=name, metadata=meta, tensors=tensors, files=extra))
     meta_file = files.get(f"{root}metadata.yml")
     metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
     return records, metadata or {}
@@ -192,12 +211,19 @@ def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -
                 f"get_model(artifact, model=YourModule(...))."
             )
         spec = get_spec(registry_name)
-        module = spec.build(record.metadata.get("options") or {})
-    try:
-        module.load_state_dict(record.tensors, strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"the weights of model '{record.name}' do not fit the module "
-            f"{type(module).__name__}: {str(exc).splitlines()[0]}"
-        ) from exc
+        built = spec.build(spec.for_rebuild(record.metadata.get("options") or {}))
+        tower = record.metadata.get("tower")
+        module = built[tower] if tower else built  # type: ignore[index]
+    load_weights(
+        module, record.tensors, f"the weights of model '{record.name}' do not fit the module"
+    )
     return module
+
+
+def load_weights(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Load *tensors* into *module* exactly (every key, every shape), or raise a
+    ``ConfigError`` starting with *what*."""
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"{what} {type(module).__name__}: {str(exc).splitlines()[0]}") from exc

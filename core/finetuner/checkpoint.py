@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import fsync_dir
+from ._io import fsync_dir, replace_dir
 from .errors import ConfigError, RunError
 
 __all__ = [
@@ -82,14 +82,7 @@ def write_checkpoint(
         handle.flush()
         os.fsync(handle.fileno())
     fsync_dir(tmp)
-    if final.exists():  # re-running an epoch after a resume replaces its old checkpoint
-        old = folder / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(folder)
+    replace_dir(tmp, final)  # re-running an epoch after a resume replaces its old checkpoint
     return Checkpoint(final, epoch)
 
 

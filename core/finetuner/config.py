@@ -45,6 +45,25 @@ class FitConfig(BaseModel):
     description: str | None = None
     seed: int | None = Field(None, ge=0, strict=True)
     runs_dir: str | os.PathLike[str] | None = None
+    csv_options: Any = None
+    loss_optimizer: str | None = None
+    loss_optimizer_options: dict[str, Any] = Field(default_factory=dict)
+    model_artifact: str | os.PathLike[str] | None = None
+    to_onnx: bool = False
+
+    @field_validator("csv_options")
+    @classmethod
+    def _csv_options(cls, value: Any) -> Any:
+        from .csv_data import CSVOptions
+
+        if value is None or isinstance(value, CSVOptions):
+            return value
+        if isinstance(value, Mapping):
+            try:
+                return CSVOptions(**value)
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
+        raise ValueError(f"expected CSVOptions(...) or a mapping, got {type(value).__name__}")
 
     @field_validator("model")
     @classmethod

@@ -131,7 +131,10 @@ class TrainingContext:
     metric_keys: tuple[str, ...] = ()
     model_names: dict[str, str] = field(default_factory=dict)
     """Display name of each model: the registry name (``"mlp"``) or the module's class name."""
+    model_modalities: dict[str, str] = field(default_factory=dict)
+    """What each model embeds: ``"tensor"``, ``"text"`` or ``"image"``."""
     _encode: Callable[..., np.ndarray] | None = None
+    _load_data: Callable[..., Any] | None = None
     _record_examples: Callable[[str, Mapping[str, Any]], None] | None = None
     _save_checkpoint: Callable[[], Any] | None = None
     _skipped: dict[str, int] = field(default_factory=dict)
@@ -151,6 +154,13 @@ class TrainingContext:
         if self._encode is None:  # pragma: no cover - set by the trainer
             raise RuntimeError("encode is not available outside a fit")
         return self._encode(data, model=model, batch_size=batch_size, num_workers=num_workers)
+
+    def load_data(self, data: Any, *, name: str = "data") -> Any:
+        """Convert *data* (any form ``fit`` accepts) into a :class:`~finetuner.data.Dataset`,
+        reading CSV files with the fit's ``csv_options``."""
+        if self._load_data is None:  # pragma: no cover - set by the trainer
+            raise RuntimeError("load_data is not available outside a fit")
+        return self._load_data(data, name=name)
 
     def record_examples(self, stage: str, examples: Mapping[str, Sequence[str]]) -> None:
         """Store example results for *stage* (``"before"`` or ``"after"``) in the run:

@@ -43,10 +43,10 @@ def load_builtin(name: str) -> Dataset:
     x_train, y_train, x_eval, y_eval = _digits()
     x, y = (x_train, y_train) if name == "digits-train" else (x_eval, y_eval)
     prefix = "train" if name == "digits-train" else "eval"
-    return Dataset(
-        inputs=torch.from_numpy(x.copy()),
-        labels=y.copy(),
-        classes=list(range(10)),
-        ids=[f"{prefix}-{i}" for i in range(len(y))],
+    return Dataset.from_tensors(
+        torch.from_numpy(x.copy()),
+        y.copy(),
+        list(range(10)),
+        [f"{prefix}-{i}" for i in range(len(y))],
         source=name,
     )

@@ -1,4 +1,5 @@
-"""``Document`` and ``DocumentArray``: docarray types in the shape of the classic API."""
+"""Document types: ``Document`` and ``DocumentArray`` in the shape of the classic API, and the
+typed forms for scored pairs and triplets."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from docarray import BaseDoc, DocList
 from docarray.typing import AnyEmbedding, AnyTensor
 from pydantic import Field
 
-__all__ = ["Document", "DocumentArray"]
+__all__ = ["Document", "DocumentArray", "ScoredPair", "Triplet"]
 
 
 class Document(BaseDoc):
-    """A document with the classic fields: ``text``, ``uri``, ``tensor``, ``tags`` and an
-    ``embedding`` that :func:`finetuner.encode` fills. The class label lives in
-    ``tags['finetuner_label']``."""
+    """A document with the classic fields: ``text``, ``uri`` (an image path or ``file://``
+    URI), ``tensor``, ``tags`` and an ``embedding`` that :func:`finetuner.encode` fills. The
+    class label lives in ``tags['finetuner_label']``. A document with both ``text`` and ``uri``
+    is a text-image pair."""
 
     text: str | None = None
     uri: str | None = None
@@ -23,6 +25,25 @@ class Document(BaseDoc):
     embedding: AnyEmbedding | None = None
 
 
+class ScoredPair(BaseDoc):
+    """Two items and how similar they are (``score``, e.g. in [0, 1] or [-1, 1]); trained with
+    ``CosineSimilarityLoss``."""
+
+    a: Document
+    b: Document
+    score: float
+
+
+class Triplet(BaseDoc):
+    """A query, a relevant and an irrelevant item, and ``margin``: a teacher's score of the
+    positive minus its score of the negative; trained with ``MarginMSELoss``."""
+
+    query: Document
+    positive: Document
+    negative: Document
+    margin: float
+
+
 def DocumentArray(docs: Any = ()) -> DocList[Document]:
-    """A ``DocList[Document]``: ``DocumentArray([Document(tensor=..., tags={...})])``."""
+    """A ``DocList[Document]``: ``DocumentArray([Document(text=..., tags={...})])``."""
     return DocList[Document](list(docs))

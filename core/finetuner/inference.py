@@ -15,8 +15,9 @@ __all__ = ["EmbeddingModel", "build_model", "cos_sim", "encode", "get_model"]
 
 
 class EmbeddingModel:
-    """A model ready for inference: the module, its name and metadata, a device and a default
-    batch size. ``finetuner.encode(model, data)`` or ``model.encode(data)`` embed data."""
+    """A model ready for inference: the module, its preprocessor (tokenizer, image resizing,
+    or none for tensors), its name and metadata, a device and a default batch size.
+    ``finetuner.encode(model, data)`` or ``model.encode(data)`` embed data."""
 
     def __init__(
         self,
@@ -26,9 +27,11 @@ class EmbeddingModel:
         metadata: dict[str, Any] | None = None,
         batch_size: int = 32,
         device: str | torch.device | None = None,
+        preprocessor: Any = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+        from .models import Preprocessor
         from .trainer import resolve_device
 
         self.device = resolve_device(str(device)) if device is not None else resolve_device("auto")
@@ -36,12 +39,34 @@ class EmbeddingModel:
         self.name = name
         self.metadata = dict(metadata or {})
         self.batch_size = batch_size
+        self.preprocessor = preprocessor if preprocessor is not None else Preprocessor()
+
+    @property
+    def modality(self) -> str:
+        return str(
+            self.metadata.get("modality") or getattr(self.preprocessor, "modality", "tensor")
+        )
 
     def encode(self, data: Any, batch_size: int | None = None) -> Any:
         return encode(self, data, batch_size=batch_size or self.batch_size)
 
     def __repr__(self) -> str:
-        return f"EmbeddingModel(name={self.name!r}, module={type(self.module).__name__}, device='{self.device}')"
+        return (
+            f"EmbeddingModel(name={self.name!r}, module={type(self.module).__name__}, "
+            f"modality={self.modality!r}, device='{self.device}')"
+        )
+
+
+def _choose(names: list[str], select_model: str | None, what: str) -> str:
+    if select_model is not None:
+        if select_model not in names:
+            raise ConfigError(f"{what} has no model '{select_model}'; it holds {', '.join(names)}.")
+        return select_model
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(
+        f"{what} holds several models ({', '.join(names)}); choose one with select_model=..."
+    )
 
 
 def get_model(
@@ -54,28 +79,32 @@ def get_model(
 ) -> EmbeddingModel:
     """Load a model from an artifact folder or zip (``run.artifact_path``, ``run.save_artifact()``).
 
-    Registry models are rebuilt from the stored options; for a custom module, pass an instance
-    of it as *model* and its weights are loaded into it. *select_model* picks one model of a
-    multi-model artifact by name.
+    Registry models are rebuilt from the stored options, with their preprocessor (e.g. the
+    tokenizer) from the artifact; for a custom module, pass an instance of it as *model* and
+    its weights are loaded into it. *select_model* picks one model of a two-tower artifact
+    (``'clip-text'`` or ``'clip-vision'``).
     """
+    from .models import Preprocessor, get_spec
+
     records, _ = load_model_records(artifact)
-    if select_model is not None:
-        chosen = [r for r in records if r.name == select_model]
-        if not chosen:
-            raise ConfigError(
-                f"the artifact has no model '{select_model}'; it holds {', '.join(r.name for r in records)}."
-            )
-        record = chosen[0]
-    elif len(records) == 1:
-        record = records[0]
-    else:
-        raise ConfigError(
-            f"the artifact holds several models ({', '.join(r.name for r in records)}); choose one "
-            "with select_model=..."
-        )
+    chosen = _choose([r.name for r in records], select_model, "the artifact")
+    record = next(r for r in records if r.name == chosen)
     module = rebuild_module(record, model)
+    preprocessor: Any = Preprocessor()
+    registry_name = record.metadata.get("registry_name")
+    if registry_name and model is None:
+        spec = get_spec(registry_name)
+        if spec.preprocessor is not None:
+            preprocessor = spec.preprocessor(
+                record.metadata.get("options") or {}, record.metadata.get("tower"), record.files
+            )
     return EmbeddingModel(
-        module, name=record.name, metadata=record.metadata, batch_size=batch_size, device=device
+        module,
+        name=record.name,
+        metadata=record.metadata,
+        batch_size=batch_size,
+        device=device,
+        preprocessor=preprocessor,
     )
 
 
@@ -86,87 +115,121 @@ def build_model(
     batch_size: int = 32,
     select_model: str | None = None,
     device: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> EmbeddingModel:
-    """Build a registry model (with its initial, not fine-tuned, weights) for inference."""
-    from .models import get_spec
+    """Build a registry model (with its initial, not fine-tuned, weights) for inference;
+    *select_model* picks a tower of a two-tower model. *input_shape*, the shape of one tensor
+    item, sizes models that take it from the data (``mlp``)."""
+    from .models import Preprocessor, get_spec
 
-    if select_model is not None:
-        raise ConfigError(
-            f"model '{name}' has a single tower; select_model applies to two-tower models."
-        )
     spec = get_spec(name)
-    options = spec.resolve_options(model_options or {}, None)
-    module = spec.build(options)
+    options = spec.resolve_options(model_options or {}, input_shape)
+    built = spec.build(options)
+    if spec.towers:
+        tower: str | None = _choose(list(spec.towers), select_model, f"model '{name}'")
+        module = built[tower]  # type: ignore[index]
+    else:
+        if select_model is not None:
+            raise ConfigError(
+                f"model '{name}' has a single tower; select_model applies to two-tower models."
+            )
+        tower, module = None, built
+    preprocessor = spec.preprocessor(options, tower, None) if spec.preprocessor else Preprocessor()
     return EmbeddingModel(
         module,
-        name=name,
-        metadata={"registry_name": name, "options": options},
+        name=tower or name,
+        metadata={
+            "registry_name": name,
+            "tower": tower,
+            "modality": spec.modality_of(tower),
+            "options": options,
+        },
         batch_size=batch_size,
         device=device,
+        preprocessor=preprocessor,
     )
 
 
-def _inputs(data: Any) -> tuple[torch.Tensor, Any]:
-    """Inputs as one tensor, plus the DocList to fill (or None)."""
+def _doc_value(doc: Any, modality: str, where: str) -> Any:
+    from .data import _doc_items
+
+    items = _doc_items(doc, where)
+    for kind, value in items:
+        if kind == modality or (modality == "image" and kind == "tensor"):
+            return value
+    found = ", ".join(kind for kind, _ in items) or "nothing"
+    raise DataError(f"{where} (id {doc.id}) holds {found}; this model embeds {modality} items.")
+
+
+def _values(data: Any, modality: str) -> tuple[Any, Any]:
+    """The raw items to embed, plus the DocList to fill (or None)."""
     from docarray import DocList
 
+    from .data import TENSOR, Dataset, _item_of
+
+    if isinstance(data, Dataset):
+        return data.column(modality if modality != TENSOR else None).columns[0].values, None
     if isinstance(data, DocList):
-        if len(data) == 0:
-            return torch.zeros(0), data
-        tensors = []
-        for i, doc in enumerate(data):
-            tensor = getattr(doc, "tensor", None)
-            if tensor is None:
-                raise DataError(f"data[{i}] (id {doc.id}) has no tensor to encode.")
-            tensors.append(
-                torch.as_tensor(np.asarray(tensor))
-                if not isinstance(tensor, torch.Tensor)
-                else tensor
-            )
-        if not hasattr(data[0], "embedding"):
+        if len(data) > 0 and not hasattr(data[0], "embedding"):
             raise DataError(
                 f"documents of type {type(data[0]).__name__} have no `embedding` field to fill; "
                 "use finetuner.Document or add `embedding: AnyEmbedding | None = None`."
             )
-        return torch.stack([t.to(torch.float32) for t in tensors]), data
+        values = [_doc_value(doc, modality, f"data[{i}]") for i, doc in enumerate(data)]
+        return (_stack_tensors(values) if modality == TENSOR else values), data
     if isinstance(data, torch.Tensor):
         return data.to(torch.float32), None
     if isinstance(data, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), None
+    if isinstance(data, str):
+        raise DataError("encode takes a list of texts, not one string: encode(model, [text]).")
     if isinstance(data, (list, tuple)):
         if not data:
-            return torch.zeros(0), None
+            return [], None
         if all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data):
-            return torch.stack(
-                [torch.as_tensor(np.asarray(t), dtype=torch.float32) for t in data]
-            ), None
+            return _stack_tensors(list(data)), None
         if all(isinstance(t, str) for t in data):
+            if modality == "text":
+                return list(data), None
+            if modality == "image":
+                return [_item_of(t, f"data[{i}]")[1] for i, t in enumerate(data)], None
             raise DataError(
-                "this model takes tensors, not text; text backbones come with the text models."
+                "this model takes tensors, not strings; texts need a text model and image "
+                "paths an image model (see finetuner.describe_models())."
             )
     raise DataError(
-        f"cannot encode data of type {type(data).__name__}: pass a DocList, a tensor, a numpy "
-        "array or a list of tensors."
+        f"cannot encode data of type {type(data).__name__}: pass a DocList, a list of texts or "
+        "image paths, a tensor, a numpy array or a list of tensors."
     )
+
+
+def _stack_tensors(values: list[Any]) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.float32) for t in values])
 
 
 def encode(model: EmbeddingModel | torch.nn.Module, data: Any, batch_size: int = 32) -> Any:
     """Embed *data* with *model*.
 
-    A ``DocList`` gets its documents' ``embedding`` filled in place and is returned; a tensor,
-    numpy array or list of tensors gives a ``(n, dim)`` float32 numpy array.
+    A ``DocList`` gets its documents' ``embedding`` filled in place and is returned; a list of
+    texts or image paths, a tensor, a numpy array or a list of tensors gives a ``(n, dim)``
+    float32 numpy array.
     """
-    from .trainer import encode_tensors
+    from .models import Preprocessor
+    from .trainer import encode_items
 
-    module = model.module if isinstance(model, EmbeddingModel) else model
-    if not isinstance(module, torch.nn.Module):
+    if isinstance(model, EmbeddingModel):
+        module, preprocessor, modality = model.module, model.preprocessor, model.modality
+    elif isinstance(model, torch.nn.Module):
+        module, preprocessor, modality = model, Preprocessor(), "tensor"
+    else:
         raise ConfigError(
             f"encode needs a model from get_model/build_model or a torch.nn.Module, got {type(model).__name__}."
         )
-    inputs, docs = _inputs(data)
+    values, docs = _values(data, modality)
+    total = int(values.shape[0]) if isinstance(values, torch.Tensor) else len(values)
     embeddings = (
-        encode_tensors(module, inputs, batch_size=batch_size)
-        if len(inputs)
+        encode_items(module, preprocessor, values, batch_size=batch_size)
+        if total
         else np.zeros((0, 0), np.float32)
     )
     if docs is None:

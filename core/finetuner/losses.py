@@ -1,17 +1,25 @@
-"""Losses and miners by name, from pytorch-metric-learning."""
+"""Losses and miners by name: every pytorch-metric-learning loss and miner, plus the losses
+for text-image pairs (``CLIPLoss``), scored pairs (``CosineSimilarityLoss``) and triplets with
+a teacher's margin (``MarginMSELoss``)."""
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import ConfigError, close_matches_hint
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
+    "PAIR_LOSSES",
+    "CLIPLoss",
+    "CosineSimilarityLoss",
+    "MarginMSELoss",
     "build_loss",
     "build_miner",
     "loss_names",
@@ -37,6 +45,67 @@ CLASSIFICATION_LOSSES = frozenset(
 )
 
 
+class CLIPLoss(nn.Module):
+    """Symmetric contrastive loss of text-image pairs: each text must pick its own image among
+    the batch's images, and each image its own text (cross-entropy both ways, averaged).
+    ``temperature`` is the initial softmax temperature; it is learnt (as CLIP's logit scale)
+    unless ``learn_temperature=False``."""
+
+    data_kind = "pairs"
+
+    def __init__(self, temperature: float = 0.07, learn_temperature: bool = True) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, not {temperature}")
+        scale = torch.tensor(math.log(1.0 / temperature))
+        self.logit_scale = nn.Parameter(scale, requires_grad=learn_temperature)
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        text = nn.functional.normalize(text, dim=-1)
+        image = nn.functional.normalize(image, dim=-1)
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        logits = scale * text @ image.T
+        target = torch.arange(len(text), device=text.device)
+        return 0.5 * (
+            nn.functional.cross_entropy(logits, target)
+            + nn.functional.cross_entropy(logits.T, target)
+        )
+
+
+class CosineSimilarityLoss(nn.Module):
+    """Mean squared error between the cosine similarity of each pair and its score."""
+
+    data_kind = "scored"
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(nn.functional.cosine_similarity(a, b, dim=-1), scores)
+
+
+class MarginMSELoss(nn.Module):
+    """Mean squared error between the student's margin, ``q·p - q·n`` (dot products), and the
+    teacher's margin of each triplet (knowledge distillation from a cross-encoder)."""
+
+    data_kind = "triplets"
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        margins: torch.Tensor,
+    ) -> torch.Tensor:
+        student = (query * positive).sum(-1) - (query * negative).sum(-1)
+        return nn.functional.mse_loss(student, margins)
+
+
+PAIR_LOSSES: dict[str, type[nn.Module]] = {
+    "CLIPLoss": CLIPLoss,
+    "CosineSimilarityLoss": CosineSimilarityLoss,
+    "MarginMSELoss": MarginMSELoss,
+}
+"""finetuner's own losses, by name; each names the data kind it trains on (``data_kind``)."""
+
+
 def _classes(module: Any, base: type) -> dict[str, type]:
     return {
         name: obj
@@ -52,7 +121,7 @@ def loss_names() -> list[str]:
     from pytorch_metric_learning import losses
     from pytorch_metric_learning.losses import BaseMetricLossFunction
 
-    return sorted(_classes(losses, BaseMetricLossFunction))
+    return sorted({*_classes(losses, BaseMetricLossFunction), *PAIR_LOSSES})
 
 
 def miner_names() -> list[str]:
@@ -66,7 +135,7 @@ def validate_loss_name(name: str) -> str:
     names = loss_names()
     if name not in names:
         raise ConfigError(
-            f"unknown loss '{name}'; pytorch-metric-learning losses are: {', '.join(names)}."
+            f"unknown loss '{name}'; losses are: {', '.join(names)}."
             f"{close_matches_hint(name, names)}"
         )
     return name
@@ -112,9 +181,11 @@ def build_loss(
 ) -> nn.Module:
     """Instantiate a pytorch-metric-learning loss; ``num_classes`` and ``embedding_size`` are
     filled in for losses that need them, unless given in *options*."""
+    validate_loss_name(name)
+    if name in PAIR_LOSSES:
+        return _instantiate(PAIR_LOSSES[name], options, "loss", {})
     from pytorch_metric_learning import losses
 
-    validate_loss_name(name)
     auto: dict[str, Any] = {"num_classes": num_classes}
     if embedding_size is not None:
         auto["embedding_size"] = embedding_size

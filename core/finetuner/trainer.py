@@ -6,6 +6,7 @@ The order of hooks, and the produce-then-publish handling of metrics, are docume
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -33,9 +34,15 @@ from .checkpoint import (
 from .config import FitConfig, describe_data
 from .context import TrainingContext
 from .data import (
+    IMAGE,
+    KINDS,
+    TENSOR,
+    Batch,
     ClassBalancedBatchSampler,
+    Collate,
     Dataset,
     RandomBatchSampler,
+    iterate_batches,
     load_dataset,
     split_dataset,
 )
@@ -69,12 +76,13 @@ from .events import (
 )
 from .losses import (
     CLASSIFICATION_LOSSES,
+    PAIR_LOSSES,
     build_loss,
     build_miner,
     validate_loss_name,
     validate_miner_name,
 )
-from .models import get_spec
+from .models import ModelSpec, Preprocessor, get_spec
 from .optim import build_optimizer, build_scheduler, validate_optimizer_name, validate_scheduler
 from .plugins import build_plugin_manager
 from .runs import Run, RunStatus, create_run
@@ -142,10 +150,15 @@ class Trainer:
         self.device = resolve_device(config.device)
         self._check_names()
         self.train_data, self.eval_data = self._load_data()
-        self.model, self.model_meta, self.model_display = self._build_model()
-        self.models = {MODEL_NAME: self.model}
+        self._name_models()
+        self.routes = self._route_columns(self.train_data)
+        if self.eval_data is not None:
+            self._route_columns(self.eval_data)
+        self._build_models()
+        self.collate = Collate([self.preprocessors[name] for name in self.routes])
         self.output_dim = self._check_forward()
         self.loss_fn, self.miner = self._build_loss()
+        self.loss_optimizer = self._build_loss_optimizer()
         self.batch_size = self._batch_size()
         self.sampler = self._build_sampler()
         self.steps_per_epoch = len(self.sampler)
@@ -217,6 +230,8 @@ class Trainer:
         if cfg.miner:
             validate_miner_name(cfg.miner)
         validate_optimizer_name(cfg.optimizer)
+        if cfg.loss_optimizer:
+            validate_optimizer_name(cfg.loss_optimizer)
         if cfg.scheduler:
             validate_scheduler(cfg.scheduler, cfg.scheduler_options)
         if isinstance(cfg.model, str):
@@ -224,44 +239,111 @@ class Trainer:
 
     def _load_data(self) -> tuple[Dataset, Dataset | None]:
         cfg = self.cfg
-        train = load_dataset(cfg.train_data, name="train_data")
+        options = cfg.csv_options
+        train = load_dataset(cfg.train_data, name="train_data", csv_options=options)
         evaluation = (
-            load_dataset(cfg.eval_data, name="eval_data") if cfg.eval_data is not None else None
+            load_dataset(cfg.eval_data, name="eval_data", csv_options=options)
+            if cfg.eval_data is not None
+            else None
         )
+        self._check_loss_fits(train)
         if evaluation is None and cfg.val_split > 0:
             train, evaluation = split_dataset(train, cfg.val_split, self.seed)
-        if train.num_classes < 2:
+        if train.kind == "labeled" and train.num_classes < 2:
             raise DataError(
                 f"train_data has a single class ({train.classes[0]!r}); {cfg.loss} learns by "
                 "telling classes apart and needs items of at least two classes."
             )
-        if evaluation is not None and tuple(evaluation.inputs.shape[1:]) != tuple(
-            train.inputs.shape[1:]
+        if evaluation is not None and (evaluation.kind, evaluation.modalities) != (
+            train.kind,
+            train.modalities,
         ):
             raise DataError(
-                f"eval_data items have shape {tuple(evaluation.inputs.shape[1:])} but train_data "
-                f"items have shape {tuple(train.inputs.shape[1:])}; they must match."
+                f"eval_data holds {KINDS[evaluation.kind]} ({', '.join(evaluation.modalities)}) "
+                f"but train_data holds {KINDS[train.kind]} ({', '.join(train.modalities)}); "
+                "they must be of one form."
             )
-        if evaluation is not None:
+        if evaluation is not None and evaluation.item_shape != train.item_shape:
+            raise DataError(
+                f"eval_data items have shape {evaluation.item_shape} but train_data "
+                f"items have shape {train.item_shape}; they must match."
+            )
+        if evaluation is not None and evaluation.labels is not None:
             # Validation labels use the training classes where they overlap.
             evaluation = _align_classes(evaluation, train)
         return train, evaluation
 
-    def _build_model(self) -> tuple[nn.Module, dict[str, Any], str]:
+    def _check_loss_fits(self, data: Dataset) -> None:
+        """The loss must train on the form of the data: class losses on labeled items (or
+        text-image pairs), the pair losses on their own forms."""
+        loss = self.cfg.loss
+        wanted = getattr(PAIR_LOSSES.get(loss), "data_kind", None)
+        if wanted is not None and data.kind != wanted:
+            raise DataError(
+                f"{loss} trains on {KINDS[wanted]}, but train_data holds {KINDS[data.kind]}; "
+                f"{self._loss_hint(data.kind)}"
+            )
+        if wanted is None and data.kind in ("scored", "triplets"):
+            raise DataError(
+                f"{loss} learns from class labels, but train_data holds {KINDS[data.kind]}; "
+                f"{self._loss_hint(data.kind)}"
+            )
+
+    @staticmethod
+    def _loss_hint(kind: str) -> str:
+        return {
+            "labeled": "use a pytorch-metric-learning loss such as TripletMarginLoss or ArcFaceLoss.",
+            "pairs": "use loss='CLIPLoss' (or a pytorch-metric-learning loss).",
+            "scored": "use loss='CosineSimilarityLoss'.",
+            "triplets": "use loss='MarginMSELoss'.",
+        }[kind]
+
+    def _name_models(self) -> None:
+        """The names, display names and input modalities of the model or its towers, known
+        before anything is built, so data of the wrong kind fails fast."""
         cfg = self.cfg
-        item_shape = tuple(int(d) for d in self.train_data.inputs.shape[1:])
-        meta: dict[str, Any]
+        self.spec: ModelSpec | None = None
         if isinstance(cfg.model, str):
-            spec = get_spec(cfg.model)
+            spec = self.spec = get_spec(cfg.model)
+            if spec.towers:
+                self.model_modalities = dict(spec.towers)
+                self.model_names = {name: name for name in spec.towers}
+            else:
+                self.model_modalities = {MODEL_NAME: spec.modality}
+                self.model_names = {MODEL_NAME: spec.name}
+        else:
+            self.model_modalities = {MODEL_NAME: TENSOR}
+            self.model_names = {MODEL_NAME: type(cfg.model).__name__.lower()}
+
+    def _build_models(self) -> None:
+        """The model (or both towers of a two-tower model), with its preprocessors and the
+        metadata for the artifact."""
+        cfg = self.cfg
+        item_shape = self.train_data.item_shape
+        self.models: dict[str, nn.Module] = {}
+        self.preprocessors: dict[str, Any] = {}
+        self.model_metas: dict[str, dict[str, Any]] = {}
+        if self.spec is not None:
+            spec = self.spec
             options = spec.resolve_options(cfg.model_options, item_shape)
-            module = spec.build(options)
-            meta = {
-                "registry_name": spec.name,
-                "options": options,
-                "class": f"{type(module).__module__}.{type(module).__qualname__}",
-                "input_shape": list(item_shape),
-            }
-            display = spec.name
+            built = spec.build(options)
+            towers: dict[str, nn.Module] = (
+                dict(built.items()) if spec.towers else {MODEL_NAME: built}  # type: ignore[operator]
+            )
+            for name, module in towers.items():
+                tower = name if spec.towers else None
+                self.models[name] = module
+                self.preprocessors[name] = (
+                    spec.preprocessor(options, tower, None) if spec.preprocessor else Preprocessor()
+                )
+                self.model_metas[name] = {
+                    "registry_name": spec.name,
+                    "tower": tower,
+                    "modality": spec.modality_of(tower),
+                    "options": options,
+                    "class": f"{type(module).__module__}.{type(module).__qualname__}",
+                    "input_shape": list(item_shape) if item_shape is not None else None,
+                }
         else:
             if cfg.model_options:
                 raise ConfigError(
@@ -269,33 +351,115 @@ class Trainer:
                     "torch.nn.Module when you create it."
                 )
             module = cfg.model
-            meta = {
+            self.models[MODEL_NAME] = module
+            self.preprocessors[MODEL_NAME] = Preprocessor()
+            self.model_metas[MODEL_NAME] = {
                 "registry_name": None,
+                "tower": None,
+                "modality": TENSOR,
                 "options": {},
                 "class": f"{type(module).__module__}.{type(module).__qualname__}",
-                "input_shape": list(item_shape),
+                "input_shape": list(item_shape) if item_shape is not None else None,
             }
-            display = type(module).__name__.lower()
-        return module.to(self.device), meta, display
+        if cfg.model_artifact is not None:
+            self._load_model_artifact(cfg.model_artifact)
+        for name, module in self.models.items():
+            self.models[name] = module.to(self.device)
+        self.model = next(iter(self.models.values()))
+
+    def _load_model_artifact(self, artifact: Any) -> None:
+        """Start from the weights of an earlier run's artifact (``model_artifact=``)."""
+        from .artifacts import load_model_records, load_weights
+
+        records = {r.name: r for r in load_model_records(artifact)[0]}
+        for name, module in self.models.items():
+            record = records.get(name)
+            if record is None:
+                raise ConfigError(
+                    f"model_artifact '{artifact}' holds {', '.join(records) or 'no model'}, not "
+                    f"'{name}'; continue training with the model the artifact was trained with."
+                )
+            mine = self.model_metas[name].get("registry_name")
+            theirs = record.metadata.get("registry_name")
+            if mine != theirs:
+                raise ConfigError(
+                    f"model_artifact '{artifact}' was trained with model '{theirs or record.metadata.get('class')}', "
+                    f"not '{mine or self.model_metas[name]['class']}'; pass that model."
+                )
+            load_weights(
+                module,
+                record.tensors,
+                f"the weights of model_artifact '{artifact}' (trained with other model_options?) "
+                "do not fit",
+            )
+            if record.files:
+                assert self.spec is not None and self.spec.preprocessor is not None
+                self.preprocessors[name] = self.spec.preprocessor(
+                    self.model_metas[name]["options"], self.model_metas[name]["tower"], record.files
+                )
+
+    def _route_columns(self, data: Dataset) -> list[str]:
+        """Which model embeds each column of *data*: the model, or the tower of its modality."""
+        routes = []
+        for modality in data.modalities:
+            takers = [
+                name
+                for name, takes in self.model_modalities.items()
+                if takes == modality or (takes == IMAGE and modality == TENSOR)
+            ]
+            if not takers:
+                models = ", ".join(
+                    f"{self.model_names[n]} ({m})" for n, m in self.model_modalities.items()
+                )
+                if len(self.model_modalities) == 1 and len(set(data.modalities)) > 1:
+                    hint = "text-image pairs need a two-tower model such as 'clip-base-en'."
+                elif modality == TENSOR:
+                    hint = "tensors need a model taking tensors, e.g. 'mlp' or your own module."
+                else:
+                    hint = f"{modality} items need a {modality} model (see finetuner.describe_models())."
+                raise DataError(
+                    f"{data.source} holds {modality} items, but the model takes other inputs ({models}); {hint}"
+                )
+            routes.append(takers[0])
+        return routes
 
     def _check_forward(self) -> int:
-        """Run one small batch through the model, so data/model mismatches fail before the run."""
-        x, _ = self.train_data.batch(list(range(min(2, len(self.train_data)))))
-        try:
-            with evaluating(self.model):
-                out = self.model(x.to(self.device))
-        except Exception as exc:
-            raise ConfigError(
-                f"the model failed on a batch of train_data (items of shape "
-                f"{tuple(x.shape[1:])}): {_format_reason(exc)}"
-            ) from exc
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise ConfigError(
-                "the model must return a 2-D tensor of embeddings (batch, dim); it returned "
-                f"{type(out).__name__}{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}."
+        """Run one small batch through the model(s), so data/model mismatches fail before the run."""
+        batch = self.train_data.take(list(range(min(2, len(self.train_data)))))
+        dims = set()
+        for name, items, preprocess in zip(
+            self.routes, batch.items, [self.preprocessors[r] for r in self.routes]
+        ):
+            shape = (
+                f"items of shape {tuple(items.shape[1:])}"
+                if isinstance(items, torch.Tensor)
+                else f"{self.model_metas[name]['modality']} items"
             )
-        self.model_meta["output_dim"] = int(out.shape[1])
-        return int(out.shape[1])
+            try:
+                with evaluating(self.models[name]):
+                    out = self.models[name](to_device(preprocess(items), self.device))
+            except FinetunerError:
+                raise
+            except Exception as exc:
+                raise ConfigError(
+                    f"the model failed on a batch of train_data ({shape}): {_format_reason(exc)}"
+                ) from exc
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise ConfigError(
+                    "the model must return a 2-D tensor of embeddings (batch, dim); it returned "
+                    f"{type(out).__name__}{' of shape ' + str(tuple(out.shape)) if isinstance(out, torch.Tensor) else ''}."
+                )
+            self.model_metas[name]["output_dim"] = int(out.shape[1])
+            dims.add(int(out.shape[1]))
+        if len(dims) > 1:
+            raise ConfigError(
+                f"the towers embed into different sizes ({', '.join(map(str, sorted(dims)))}); "
+                "a two-tower model must embed both sides into one space."
+            )
+        common = dims.pop()
+        for meta in self.model_metas.values():
+            meta.setdefault("output_dim", common)
+        return int(self.model_metas[self.routes[0]]["output_dim"])
 
     def _build_loss(self) -> tuple[nn.Module, Any]:
         """The loss (losses with weights of their own get ``num_classes`` and the model's
@@ -304,9 +468,14 @@ class Trainer:
         loss = build_loss(
             cfg.loss,
             cfg.loss_options,
-            num_classes=self.train_data.num_classes,
+            num_classes=max(self.train_data.num_classes, 1),
             embedding_size=self.output_dim,
         ).to(self.device)
+        if cfg.miner and cfg.loss in PAIR_LOSSES:
+            raise ConfigError(
+                f"miner={cfg.miner!r} mines label-based tuples, but {cfg.loss} trains on "
+                f"{KINDS[PAIR_LOSSES[cfg.loss].data_kind]}; drop the miner."  # type: ignore[attr-defined]
+            )
         miner = build_miner(cfg.miner, cfg.miner_options) if cfg.miner else None
         return loss, miner
 
@@ -315,9 +484,17 @@ class Trainer:
         return max(2, min(size, len(self.train_data)))
 
     def _sampler_kind(self) -> str:
+        labeled = self.train_data.kind == "labeled"
+        if self.cfg.sampler == "class" and not labeled:
+            raise ConfigError(
+                f"sampler='class' needs class labels, but train_data holds "
+                f"{KINDS[self.train_data.kind]}; use sampler='auto' or 'random'."
+            )
         if self.cfg.sampler != "auto":
             return self.cfg.sampler
-        return "random" if self.cfg.loss in CLASSIFICATION_LOSSES else "class"
+        if not labeled or self.cfg.loss in CLASSIFICATION_LOSSES:
+            return "random"
+        return "class"
 
     def _build_sampler(
         self, data: Dataset | None = None, seed: int | None = None
@@ -326,22 +503,41 @@ class Trainer:
         data = self.train_data if data is None else data
         seed = self.seed if seed is None else seed
         if self._sampler_kind() == "class":
+            assert data.labels is not None
             return ClassBalancedBatchSampler(
                 data.labels, self.batch_size, self.cfg.num_items_per_class, seed
             )
-        return RandomBatchSampler(len(data), self.batch_size, seed)
+        return RandomBatchSampler(len(data), min(self.batch_size, len(data)), seed)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         groups: list[dict[str, Any]] = [
-            {"params": [p for p in self.model.parameters() if p.requires_grad]}
+            {"params": [p for m in self.models.values() for p in m.parameters() if p.requires_grad]}
         ]
         loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
-        if loss_params:
+        if loss_params and not self.cfg.loss_optimizer:
             groups.append({"params": loss_params})
         if not groups[0]["params"]:
             raise ConfigError("the model has no trainable parameters (all are frozen).")
         return build_optimizer(
             self.cfg.optimizer, groups, self.cfg.optimizer_options, self.cfg.learning_rate
+        )
+
+    def _build_loss_optimizer(self) -> torch.optim.Optimizer | None:
+        """A separate optimizer for the loss's own parameters (``loss_optimizer=``), e.g. the
+        class centres of ArcFace, which often want another learning rate."""
+        cfg = self.cfg
+        if not cfg.loss_optimizer:
+            if cfg.loss_optimizer_options:
+                raise ConfigError("loss_optimizer_options are set but loss_optimizer is not.")
+            return None
+        params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(
+                f"loss_optimizer={cfg.loss_optimizer!r}, but {cfg.loss} has no parameters to "
+                "optimize; loss_optimizer is for losses such as ArcFaceLoss or CosFaceLoss."
+            )
+        return build_optimizer(
+            cfg.loss_optimizer, [{"params": params}], cfg.loss_optimizer_options, None
         )
 
     def _check_callbacks(self, callbacks: Sequence[Any]) -> list[Any]:
@@ -370,8 +566,11 @@ class Trainer:
     def resolved_config(self) -> dict[str, Any]:
         cfg = self.cfg
         return {
-            "model": cfg.model if isinstance(cfg.model, str) else self.model_meta["class"],
-            "model_options": self.model_meta.get("options", {}),
+            "model": cfg.model
+            if isinstance(cfg.model, str)
+            else self.model_metas[MODEL_NAME]["class"],
+            "model_options": next(iter(self.model_metas.values())).get("options", {}),
+            "model_artifact": str(cfg.model_artifact) if cfg.model_artifact is not None else None,
             "train_data": describe_data(cfg.train_data),
             "eval_data": describe_data(cfg.eval_data),
             "val_split": cfg.val_split,
@@ -381,6 +580,10 @@ class Trainer:
             "miner_options": dict(cfg.miner_options),
             "optimizer": cfg.optimizer,
             "optimizer_options": dict(cfg.optimizer_options),
+            "loss_optimizer": cfg.loss_optimizer,
+            "loss_optimizer_options": dict(cfg.loss_optimizer_options),
+            "csv_options": dataclasses.asdict(cfg.csv_options) if cfg.csv_options else None,
+            "to_onnx": cfg.to_onnx,
             "learning_rate": cfg.learning_rate,
             "epochs": cfg.epochs,
             "batch_size": self.batch_size,
@@ -460,8 +663,12 @@ class Trainer:
                 epoch=-1,
                 epochs=cfg.epochs,
                 steps_per_epoch=self.steps_per_epoch,
-                model_names={MODEL_NAME: self.model_display},
+                model_names=dict(self.model_names),
+                model_modalities=dict(self.model_modalities),
                 _encode=self._encode,
+                _load_data=lambda data, name: load_dataset(
+                    data, name=name, csv_options=cfg.csv_options
+                ),
                 _record_examples=self._record_examples,
                 _save_checkpoint=self._save_checkpoint,
             )
@@ -671,6 +878,8 @@ class Trainer:
         for name, module in self.models.items():
             module.load_state_dict(state["models"][name])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.loss_optimizer is not None and state.get("loss_optimizer") is not None:
+            self.loss_optimizer.load_state_dict(state["loss_optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("loss") is not None:
@@ -715,6 +924,9 @@ class Trainer:
             "seed": self.seed,
             "models": {name: m.state_dict() for name, m in self.models.items()},
             "optimizer": self.optimizer.state_dict(),
+            "loss_optimizer": (
+                self.loss_optimizer.state_dict() if self.loss_optimizer is not None else None
+            ),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "loss": self.loss_fn.state_dict(),
             "rng": capture_rng(),
@@ -734,7 +946,8 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> float:
         assert self.ctx is not None and self.pm is not None
         ctx, hook = self.ctx, self.pm.hook
-        model, loss_fn, miner, optimizer = self.model, self.loss_fn, self.miner, self.optimizer
+        optimizer, loss_optimizer = self.optimizer, self.loss_optimizer
+        models = list(self.models.values())
         scheduler = self.scheduler if self.scheduler_step == "batch" else None
         device = self.device
         self.sampler.set_epoch(epoch)
@@ -746,27 +959,25 @@ class Trainer:
             hook.finetuner_on_train_batch_begin,
             hook.finetuner_on_train_batch_end,
         )
-        model.train()
+        for model in models:
+            model.train()
         total, count = 0.0, 0
-        for batch_index, (x, y) in enumerate(self._batches()):
-            size = int(x.shape[0])
+        for batch_index, batch in enumerate(self._batches()):
+            size = len(batch)
             batch_begin(
                 ctx=ctx,
                 event=BatchStarted(
                     epoch=epoch, step=ctx.step, batch_index=batch_index, batch_size=size
                 ),
             )
-            if device.type != "cpu":
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            embeddings = model(x)
-            loss = (
-                loss_fn(embeddings, y, miner(embeddings, y))
-                if miner is not None
-                else loss_fn(embeddings, y)
-            )
+            if loss_optimizer is not None:
+                loss_optimizer.zero_grad(set_to_none=True)
+            loss = self._batch_loss(batch, device)
             loss.backward()
             optimizer.step()
+            if loss_optimizer is not None:
+                loss_optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             value = float(loss.item())
@@ -791,33 +1002,42 @@ class Trainer:
             )
             if ctx.control._take_evaluation_request():
                 self._evaluate_and_publish("step", epoch, train_loss=total / count)
-                model.train()
+                for model in models:
+                    model.train()
         return total / max(count, 1)
 
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        data = self.train_data
-        if self.cfg.num_workers == 0:
-            for indices in self.sampler:
-                yield data.batch(indices)
-            return
-        from torch.utils.data import DataLoader
+    def _batch_loss(self, batch: Batch, device: torch.device) -> torch.Tensor:
+        """Embed each column of *batch* with its model and apply the loss the data form needs."""
+        embeddings = [
+            self.models[name](to_device(items, device))
+            for name, items in zip(self.routes, batch.items)
+        ]
+        loss_fn, kind = self.loss_fn, self.train_data.kind
+        if kind in ("scored", "triplets"):
+            assert batch.scores is not None
+            return loss_fn(*embeddings, batch.scores.to(device))
+        if isinstance(loss_fn, PAIR_LOSSES["CLIPLoss"]):
+            return loss_fn(*embeddings)
+        assert batch.labels is not None
+        labels = batch.labels.to(device)
+        if len(embeddings) > 1:  # text-image pairs under a label-based loss: one pool of items
+            labels = labels.repeat(len(embeddings))
+        joined = torch.cat(embeddings) if len(embeddings) > 1 else embeddings[0]
+        if self.miner is not None:
+            return loss_fn(joined, labels, self.miner(joined, labels))
+        return loss_fn(joined, labels)
 
-        yield from DataLoader(
-            data,  # type: ignore[arg-type]
-            batch_sampler=self.sampler,
-            collate_fn=_pass_through,
-            num_workers=self.cfg.num_workers,
-        )
+    def _batches(self) -> Iterator[Batch]:
+        return iterate_batches(self.train_data, self.sampler, self.collate, self.cfg.num_workers)
 
     def _validation_loss(self) -> float:
         assert self.eval_data is not None
         data = self.eval_data
         total, count = 0.0, 0
-        with evaluating(self.model):
-            for indices in self._build_sampler(data, seed=0):  # the same batches every time
-                x, y = data.batch(indices)
-                embeddings = self.model(x.to(self.device))
-                total += float(self.loss_fn(embeddings, y.to(self.device)).item())
+        sampler = self._build_sampler(data, seed=0)  # the same batches every time
+        with evaluating(*self.models.values()):
+            for batch in iterate_batches(data, sampler, self.collate, self.cfg.num_workers):
+                total += float(self._batch_loss(batch, self.device).item())
                 count += 1
         return total / max(count, 1)
 
@@ -944,9 +1164,25 @@ class Trainer:
             raise ConfigError(
                 f"no model named '{name}' in this fit; models: {', '.join(self.models)}."
             )
-        dataset = data if isinstance(data, Dataset) else load_dataset(data, name="data")
-        return encode_tensors(
-            self.models[name], dataset.inputs, batch_size=batch_size, device=self.device
+        modality = self.model_metas[name]["modality"]
+        if isinstance(data, (list, tuple)) and data and not isinstance(data[0], (list, tuple)):
+            from .inference import _values  # bare items: texts, image paths or tensors
+
+            values = _values(data, modality)[0]
+        else:
+            dataset = (
+                data
+                if isinstance(data, Dataset)
+                else load_dataset(data, name="data", csv_options=self.cfg.csv_options)
+            )
+            values = dataset.column(modality if modality != TENSOR else None).columns[0].values
+        return encode_items(
+            self.models[name],
+            self.preprocessors[name],
+            values,
+            batch_size=batch_size,
+            device=self.device,
+            num_workers=num_workers,
         )
 
     def _record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
@@ -990,7 +1226,8 @@ class Trainer:
         return write_artifact(
             run.artifact_dir,
             models=self.models,
-            model_metadata={MODEL_NAME: self.model_meta},
+            model_metadata=self.model_metas,
+            preprocessor_files={n: p.files() for n, p in self.preprocessors.items()},
             config=dict(self.ctx.config) if self.ctx else {},
             metadata=metadata,
             metrics={"before": self.metrics_before, "after": self.metrics_after},
@@ -1038,7 +1275,14 @@ class Trainer:
                     pass
 
 
-def _pass_through(batch: Any) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A preprocessed batch (a tensor, or a dict of tensors) on *device*."""
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     return batch
 
 
@@ -1053,27 +1297,61 @@ def _align_classes(evaluation: Dataset, train: Dataset) -> Dataset:
             classes.append(label)
         mapping.append(code[label])
     labels = np.asarray(mapping, dtype=np.int64)[evaluation.labels]
-    return Dataset(
-        inputs=evaluation.inputs,
-        labels=labels,
-        classes=classes,
-        ids=evaluation.ids,
-        source=evaluation.source,
-    )
+    return dataclasses.replace(evaluation, labels=labels, classes=classes, _label_tensor=None)
+
+
+class _Slices:
+    """*values* cut into consecutive batches of *size* (a map-style data set of batches)."""
+
+    def __init__(self, values: Any, size: int) -> None:
+        self.values, self.size = values, size
+        self.total = int(values.shape[0]) if isinstance(values, torch.Tensor) else len(values)
+
+    def __len__(self) -> int:
+        return math.ceil(self.total / self.size)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.values[i * self.size : (i + 1) * self.size]
+
+
+def encode_items(
+    module: nn.Module,
+    preprocess: Any,
+    values: Any,
+    *,
+    batch_size: int,
+    device: torch.device | None = None,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """Embed *values* (a tensor, or a list of texts or images) in batches with *module* in
+    eval mode and without gradients; *preprocess* turns a slice of values into model input."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+    device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
+    slices = _Slices(values, batch_size)
+    batches: Any = (preprocess(slices[i]) for i in range(len(slices)))
+    if num_workers > 0 and len(slices) > 1:
+        from torch.utils.data import DataLoader
+
+        # batch_size=None: each slice is one batch, preprocessed in a worker
+        batches = DataLoader(
+            slices,  # type: ignore[arg-type]
+            batch_size=None,
+            collate_fn=preprocess,
+            num_workers=num_workers,
+        )
+    chunks = []
+    with evaluating(module):
+        for batch in batches:
+            out = module(to_device(batch, device))
+            chunks.append(out.detach().to("cpu", torch.float32))
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(chunks).numpy()
 
 
 def encode_tensors(
     module: nn.Module, inputs: torch.Tensor, *, batch_size: int, device: torch.device | None = None
 ) -> np.ndarray:
-    """Embed *inputs* in batches with *module* in eval mode, without gradients."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
-    device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
-    chunks = []
-    with evaluating(module):
-        for start in range(0, int(inputs.shape[0]), batch_size):
-            out = module(inputs[start : start + batch_size].to(device))
-            chunks.append(out.detach().to("cpu", torch.float32))
-    if not chunks:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(chunks).numpy()
+    """Embed a tensor of *inputs* in batches with *module* in eval mode, without gradients."""
+    return encode_items(module, Preprocessor(), inputs, batch_size=batch_size, device=device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +20,12 @@ __all__ = ["EvaluationCallback", "caption_for"]
 
 
 def caption_for(name: str) -> str:
-    """The key prefix of a model name: ``resnet-base`` -> ``resnet_base``."""
+    """The key prefix of a model name: ``resnet-base`` -> ``resnet_base``; a Hugging Face
+    name or a folder gives its last part: ``sentence-transformers/all-MiniLM-L6-v2`` ->
+    ``all_minilm_l6_v2``."""
+    if "/" in name or os.sep in name:
+        last = name.rstrip("/" + os.sep).replace(os.sep, "/").rsplit("/", 1)[-1]
+        return re.sub(r"[^0-9a-z]+", "_", last.lower()).strip("_") or "model"
     return name.replace("-", "_").replace(" ", "_")
 
 
@@ -144,8 +151,6 @@ class EvaluationCallback(Callback):
     # --- set-up ------------------------------------------------------------------------------
 
     def finetuner_configure(self, ctx: Any) -> None:
-        from finetuner.data import load_dataset
-
         towers = list(ctx.models)
         for option in ("model", "index_model"):
             name = getattr(self, option)
@@ -153,12 +158,15 @@ class EvaluationCallback(Callback):
                 raise ConfigError(
                     f"EvaluationCallback: {option}={name!r} is not a model of this fit; models: {', '.join(towers)}."
                 )
-        queries = load_dataset(self.query_data, name="query_data")
+        queries = ctx.load_data(self.query_data, name="query_data")
         index = (
-            load_dataset(self.index_data, name="index_data")
+            ctx.load_data(self.index_data, name="index_data")
             if self.index_data is not None
             else None
         )
+        query_tower = self.model or towers[0]
+        index_tower = self.index_model or query_tower
+        queries, index = _views(queries, index, ctx, query_tower, index_tower)
         if self.query_sample_size is not None and self.query_sample_size < len(queries):
             rng = np.random.default_rng(self.seed)
             rows = np.sort(rng.choice(len(queries), size=self.query_sample_size, replace=False))
@@ -168,8 +176,6 @@ class EvaluationCallback(Callback):
             rng = np.random.default_rng(self.seed + 1)
             count = min(self.num_example_queries, len(queries))
             self._example_rows = np.sort(rng.choice(len(queries), size=count, replace=False))
-        query_tower = self.model or towers[0]
-        index_tower = self.index_model or query_tower
         if self.caption is not None:
             self._prefix = self.caption
         elif index_tower != query_tower:
@@ -239,6 +245,36 @@ class EvaluationCallback(Callback):
             matches = [source.describe(int(j)) for j in result.indices[row] if j >= 0]
             examples[queries.describe(int(row))] = matches
         return examples
+
+
+def _modality(ctx: Any, tower: str) -> str | None:
+    return getattr(ctx, "model_modalities", {}).get(tower)
+
+
+def _views(queries: Any, index: Any, ctx: Any, query_tower: str, index_tower: str) -> Any:
+    """Labeled single-column views of the evaluation data. Text-image pairs give the
+    query tower's column as queries and, without index data, the index tower's column as the
+    index: a text and the image of its row are relevant to each other."""
+    import dataclasses
+
+    from finetuner.errors import DataError
+
+    for data in (queries, index):
+        if data is not None and data.kind in ("scored", "triplets"):
+            raise DataError(
+                f"EvaluationCallback: {data.source} holds scored pairs or triplets; retrieval "
+                "metrics need labeled items or text-image pairs as query_data and index_data."
+            )
+    if queries.kind == "pairs":
+        pairs = queries
+        queries = pairs.column(_modality(ctx, query_tower))
+        if index is None and index_tower != query_tower:
+            index = pairs.column(_modality(ctx, index_tower))
+            # distinct ids: a text and its own image are not "the same item" for exclude_self
+            index = dataclasses.replace(index, ids=[f"{i}#index" for i in index.ids])
+    if index is not None and index.kind == "pairs":
+        index = index.column(_modality(ctx, index_tower))
+    return queries, index
 
 
 def _raw_labels(dataset: Any) -> list[Any]:

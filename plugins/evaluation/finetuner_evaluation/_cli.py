@@ -20,7 +20,16 @@ def finetuner_add_commands(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("model", help="a registry model name (e.g. mlp) or an artifact folder/zip")
-    parser.add_argument("--query-data", required=True, help="queries: a built-in data set name")
+    parser.add_argument(
+        "--query-data",
+        required=True,
+        help="queries: a CSV file or the name of a pushed or built-in data set",
+    )
+    parser.add_argument(
+        "--labeled",
+        action="store_true",
+        help="CSV rows are item,label (otherwise query,document pairs share a label)",
+    )
     parser.add_argument("--index-data", help="index documents; default: the queries themselves")
     parser.add_argument("--model-options", default="{}", help="registry model options as JSON")
     parser.add_argument("--select-model", help="the tower of a multi-model artifact")
@@ -36,6 +45,11 @@ def finetuner_add_commands(subparsers: Any) -> None:
     parser.set_defaults(handler=_evaluate_command)
 
 
+def _is_artifact(path: Path) -> bool:
+    """An artifact folder or zip, as opposed to a registry name or a model folder."""
+    return path.is_file() or (path / "models").is_dir()
+
+
 def _evaluate_command(args: argparse.Namespace) -> int:
     import finetuner
     from finetuner.data import load_dataset
@@ -43,13 +57,19 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     from finetuner.models import get_spec
     from finetuner_evaluation._evaluate import evaluate_embeddings
 
-    queries = load_dataset(args.query_data, name="query_data")
-    index = load_dataset(args.index_data, name="index_data") if args.index_data else None
-    if Path(args.model).exists():
+    from finetuner.csv_data import CSVOptions
+
+    options = CSVOptions(is_labeled=args.labeled)
+    queries = load_dataset(args.query_data, name="query_data", csv_options=options)
+    index = (
+        load_dataset(args.index_data, name="index_data", csv_options=options)
+        if args.index_data
+        else None
+    )
+    if _is_artifact(Path(args.model)):
         model = finetuner.get_model(
             args.model, select_model=args.select_model, batch_size=args.batch_size
         )
-        name = model.name
     else:
         try:
             options = json.loads(args.model_options)
@@ -58,18 +78,19 @@ def _evaluate_command(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(args.seed)  # the same untrained weights, and numbers, on every call
-        spec = get_spec(args.model)
-        resolved = spec.resolve_options(options, tuple(int(d) for d in queries.inputs.shape[1:]))
-        model = finetuner.inference.EmbeddingModel(
-            spec.build(resolved), name=args.model, batch_size=args.batch_size
+        model = finetuner.build_model(
+            args.model,
+            options,
+            select_model=args.select_model,
+            batch_size=args.batch_size,
+            input_shape=queries.item_shape,
         )
-        name = args.model
-    q = finetuner.encode(model, queries.inputs, batch_size=args.batch_size)
-    i = (
-        finetuner.encode(model, index.inputs, batch_size=args.batch_size)
-        if index is not None
-        else None
-    )
+    name = model.name if model.name != "model" else args.model
+    modality = model.modality if model.modality != "tensor" else None
+    queries = queries.column(modality)
+    index = index.column(modality) if index is not None else None
+    q = finetuner.encode(model, queries, batch_size=args.batch_size)
+    i = finetuner.encode(model, index, batch_size=args.batch_size) if index is not None else None
     metrics = evaluate_embeddings(
         q,
         [queries.classes[c] for c in queries.labels],

