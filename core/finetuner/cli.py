@@ -180,6 +180,32 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .datastore import delete_data, list_data, push_data
+
+    if args.action == "push":
+        from .csv_data import CSVOptions
+
+        options = CSVOptions(is_labeled=args.labeled, encoding=args.encoding)
+        path = push_data(args.name, args.file, csv_options=options, overwrite=args.overwrite)
+        print(f"Pushed '{args.name}' ({path})")
+    elif args.action == "delete":
+        delete_data(args.name)
+        print(f"Deleted '{args.name}'")
+    else:
+        rows = list_data()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print("No pushed data sets (push one with: finetuner data push NAME FILE.csv).")
+        for row in rows if not args.json else []:
+            print(
+                f"{row['name']}  {row['kind']}  {row['size']} rows  "
+                f"{'/'.join(row['modalities'])}  pushed {row['pushed_at']}"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetuner", description="Fine-tune embedding models on your own machine."
@@ -223,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--task")
     models.add_argument("--json", action="store_true")
     models.set_defaults(handler=_cmd_models)
+
+    data = sub.add_parser("data", help="push, list and delete named data sets")
+    actions = data.add_subparsers(dest="action", metavar="ACTION", required=True)
+    push = actions.add_parser("push", help="store a CSV file under a name")
+    push.add_argument("name")
+    push.add_argument("file", help="a CSV file")
+    push.add_argument("--labeled", action="store_true", help="rows are item,label")
+    push.add_argument("--encoding", default="utf-8")
+    push.add_argument("--overwrite", action="store_true")
+    listing = actions.add_parser("list", help="list pushed data sets")
+    listing.add_argument("--json", action="store_true")
+    delete = actions.add_parser("delete", help="delete a pushed data set")
+    delete.add_argument("name")
+    data.set_defaults(handler=_cmd_data)
 
     _add_plugin_commands(sub)
     return parser

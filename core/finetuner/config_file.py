@@ -99,6 +99,23 @@ def _resolve_callback(spec: Any, where: str) -> Any:
         raise ConfigError(f"{where}: callback '{name}': {exc}") from None
 
 
+_PATH_OPTIONS = ("train_data", "eval_data", "model_artifact", "query_data", "index_data")
+
+
+def _anchor_paths(value: Any, base: Path, key: str | None = None) -> Any:
+    """Data files named relative to the config file are read from its folder (where a file of
+    that name exists there), wherever the command runs from."""
+    if isinstance(value, dict):
+        return {k: _anchor_paths(v, base, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_anchor_paths(v, base, key) for v in value]
+    if key in _PATH_OPTIONS and isinstance(value, str) and not os.path.isabs(value):
+        candidate = base / value
+        if candidate.exists():
+            return str(candidate.absolute())
+    return value
+
+
 def load_fit_config(
     path: str | os.PathLike[str],
     overrides: Mapping[str, Any] | None = None,
@@ -127,7 +144,7 @@ def load_fit_config(
         raise ConfigError(
             f"{file}: expected a mapping of fit options at the top level, got {type(raw).__name__}."
         )
-    options = dict(raw)
+    options = _anchor_paths(dict(raw), file.parent)
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
     config = fit_config_from_options(
         options,

@@ -71,7 +71,7 @@ def push_data(
     if target.exists() and not overwrite:
         raise ConfigError(
             f"a data set named '{name}' exists already ({target}); pass overwrite=True to "
-            "replace it, or delete it with finetuner.delete_data('{name}')."
+            f"replace it, or delete it with finetuner.delete_data('{name}')."
         )
     dataset = load_dataset(data, name=name, csv_options=csv_options)
     for label in dataset.classes:

@@ -76,20 +76,33 @@ def get_model(
     select_model: str | None = None,
     device: str | None = None,
     model: torch.nn.Module | None = None,
+    is_onnx: bool = False,
 ) -> EmbeddingModel:
     """Load a model from an artifact folder or zip (``run.artifact_path``, ``run.save_artifact()``).
 
     Registry models are rebuilt from the stored options, with their preprocessor (e.g. the
     tokenizer) from the artifact; for a custom module, pass an instance of it as *model* and
     its weights are loaded into it. *select_model* picks one model of a two-tower artifact
-    (``'clip-text'`` or ``'clip-vision'``).
+    (``'clip-text'`` or ``'clip-vision'``). *is_onnx* runs the artifact's ONNX export with
+    onnxruntime instead of torch (the run must have been fit with ``to_onnx=True``).
     """
     from .models import Preprocessor, get_spec
 
     records, _ = load_model_records(artifact)
     chosen = _choose([r.name for r in records], select_model, "the artifact")
     record = next(r for r in records if r.name == chosen)
-    module = rebuild_module(record, model)
+    module: torch.nn.Module
+    if is_onnx:
+        from .onnx_export import OnnxModule
+
+        if record.onnx is None:
+            raise ConfigError(
+                f"the artifact's model '{record.name}' has no ONNX export; fit with "
+                "to_onnx=True, or load it with is_onnx=False."
+            )
+        module = OnnxModule(record.onnx)
+    else:
+        module = rebuild_module(record, model)
     preprocessor: Any = Preprocessor()
     registry_name = record.metadata.get("registry_name")
     if registry_name and model is None:

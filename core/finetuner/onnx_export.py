@@ -28,11 +28,12 @@ from torch import nn
 
 from .errors import ConfigError, DataError, FinetunerError
 
-__all__ = ["OUTPUT_NAME", "OnnxModule", "export_onnx", "onnx_available"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxModule", "export_onnx", "onnx_available"]
 
 OUTPUT_NAME = "embeddings"
 """The name of the exported model's output."""
-TENSOR_INPUT_NAME = "input"
+INPUT_NAME = "input"
+"""The name of the exported model's input when the module takes one tensor."""
 _INSTALL_HINT = 'pip install "finetuner[onnx]"'
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -72,20 +73,17 @@ def _session(model: bytes, providers: Sequence[str]) -> Any:
     _, onnxruntime = _require_onnx()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: no notes about unused initializers
-    # Idle onnxruntime threads otherwise spin-wait after each run, taking the CPU from torch
-    # (data loading, the other model) between batches.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model, sess_options=options, providers=list(providers))
 
 
 def _input_names(sample: ModelInput) -> list[str]:
-    return [TENSOR_INPUT_NAME] if isinstance(sample, torch.Tensor) else sorted(sample)
+    return [INPUT_NAME] if isinstance(sample, torch.Tensor) else sorted(sample)
 
 
 def _as_tensors(sample: ModelInput) -> dict[str, torch.Tensor]:
     """The sample as ``{input name: tensor}`` on the CPU, refusing anything else."""
     if isinstance(sample, torch.Tensor):
-        return {TENSOR_INPUT_NAME: sample.detach().cpu()}
+        return {INPUT_NAME: sample.detach().cpu()}
     if not isinstance(sample, Mapping) or not sample:
         raise DataError(
             f"export_onnx: the sample must be a tensor or a dict of tensors (a batch of what the "
@@ -118,9 +116,10 @@ def _dynamic_axes(tensors: Mapping[str, torch.Tensor]) -> dict[str, dict[int, st
 
 
 def _other_inputs(tensors: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """Inputs whose shapes differ from the sample's, to check that the export generalises:
-    the first row alone (when the sample has several), and the sample with its first row
-    appended (one more row) and, for token inputs, one more column of padding (zeros)."""
+    """Inputs whose shapes differ from the sample's, to check that the export generalises: the
+    first row alone (when the sample has several), and the sample with its first row appended
+    and, for token inputs, the last position cut off (one position of padding added when there
+    is only one; cutting never goes past the model's maximum length)."""
     first = next(iter(tensors.values()))
     if first.ndim == 0 or first.shape[0] == 0:
         return []
@@ -132,10 +131,15 @@ def _other_inputs(tensors: Mapping[str, torch.Tensor]) -> list[dict[str, torch.T
         if tensor.ndim == 0:
             grown[name] = tensor
             continue
-        longer = torch.cat([tensor, tensor[:1]])
+        rows = torch.cat([tensor, tensor[:1]])
         if _is_token_input(tensor):
-            longer = torch.cat([longer, longer.new_zeros(longer.shape[0], 1)], dim=1)
-        grown[name] = longer
+            length = rows.shape[1]
+            rows = (
+                rows[:, : length - 1]
+                if length > 1
+                else torch.cat([rows, rows.new_zeros(rows.shape[0], 1)], dim=1)
+            )
+        grown[name] = rows
     others.append(grown)
     return others
 
@@ -168,7 +172,7 @@ def _max_difference(expected: np.ndarray, actual: np.ndarray) -> float:
 
 def _torch_output(module: nn.Module, tensors: Mapping[str, torch.Tensor], dict_input: bool) -> Any:
     with torch.no_grad():
-        return module(dict(tensors)) if dict_input else module(tensors[TENSOR_INPUT_NAME])
+        return module(dict(tensors)) if dict_input else module(tensors[INPUT_NAME])
 
 
 def export_onnx(
@@ -189,7 +193,9 @@ def export_onnx(
     The export runs with onnxruntime on *sample* and on inputs of other batch sizes (and
     sequence lengths); a :class:`~finetuner.errors.FinetunerError` names the largest absolute
     difference from torch when it exceeds *atol*. Raises
-    :class:`~finetuner.errors.ConfigError` when onnx or onnxruntime are not installed.
+    :class:`~finetuner.errors.ConfigError` when onnx or onnxruntime are not installed. The
+    exporter's warnings are kept back; the first tracer warning (file and line) is part of the
+    error when the check fails.
     """
     onnx, _ = _require_onnx()
     if isinstance(module, (nn.ModuleDict, nn.ModuleList)):
@@ -233,7 +239,9 @@ def export_onnx(
                 f"{type(exc).__name__}: {exc}"
             ) from exc
     tracer_warnings = [
-        str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)
+        f"{w.filename}:{w.lineno}: {w.message}"
+        for w in caught
+        if issubclass(w.category, torch.jit.TracerWarning)
     ]
     data = buffer.getvalue()
     try:
@@ -245,22 +253,26 @@ def export_onnx(
     runner = OnnxModule(data)
     for inputs in [tensors, *_other_inputs(tensors)]:
         expected = reference if inputs is tensors else _torch_output(model, inputs, dict_input)
-        actual = runner(inputs if dict_input else inputs[TENSOR_INPUT_NAME])
-        difference = _max_difference(expected.float().numpy(), actual.numpy())
-        if not difference <= atol:
+        try:
+            actual = runner(inputs if dict_input else inputs[INPUT_NAME])
+        except Exception as exc:
+            problem = f"onnxruntime failed: {type(exc).__name__}: {exc}"
+        else:
+            difference = _max_difference(expected.float().numpy(), actual.numpy())
+            if difference <= atol:
+                continue
             problem = (
-                f"torch {tuple(expected.shape)}, ONNX {tuple(actual.shape)}"
+                f"it gives shape {tuple(actual.shape)} where torch gives {tuple(expected.shape)}"
                 if expected.shape != actual.shape
-                else f"max abs difference {difference:.3g}"
+                else f"max abs difference {difference:.3g} > atol {atol:g}"
             )
-            hint = f" The tracer warned: {tracer_warnings[0]}" if tracer_warnings else ""
-            raise FinetunerError(
-                f"the ONNX export of {type(module).__name__} disagrees with torch on an input of "
-                f"{_describe(inputs)}: {problem} (atol {atol:g}). Tracing froze a Python-side "
-                "value or branch of forward() (randomness, or a branch on tensor values or "
-                "shapes); write it with tensor operations, or raise atol if the difference is "
-                f"numerical noise.{hint}"
-            )
+        raise FinetunerError(
+            f"the ONNX export of {type(module).__name__} disagrees with torch on an input of "
+            f"{_describe(inputs)}: {problem}. Tracing froze a Python-side value or branch of "
+            "forward() (randomness, or a branch on tensor values or shapes); write it with "
+            "tensor operations, or raise atol if the difference is numerical noise."
+            + (f" The tracer warned at {tracer_warnings[0]}" if tracer_warnings else "")
+        )
     return data
 
 
@@ -270,8 +282,9 @@ class OnnxModule(nn.Module):
     ``forward`` takes what the torch model took (a tensor, or the dict of tensors a text
     preprocessor makes; keys the ONNX model does not use are ignored) and returns a float32
     tensor on the input's device. ``.to()``, ``.eval()`` and ``.train()`` change nothing: the
-    model always runs on *providers* (the CPU by default). Copies and pickles keep the bytes
-    and open a new session when first used.
+    model always runs on *providers* (the CPU by default). ``model_bytes`` holds the ONNX
+    model, to write to a ``.onnx`` file. Copies and pickles keep the bytes and open a new
+    session when first used.
     """
 
     def __init__(

@@ -173,6 +173,10 @@ class Trainer:
                 epochs=config.epochs,
             )
         self.callbacks = self._check_callbacks(config.callbacks)
+        if config.to_onnx:
+            from .onnx_export import _require_onnx
+
+            _require_onnx()  # missing onnx fails now, not after training
 
     # --- building ---------------------------------------------------------------------------
 
@@ -1202,6 +1206,20 @@ class Trainer:
 
     # --- endings ----------------------------------------------------------------------------
 
+    def _export_onnx(self) -> dict[str, bytes]:
+        """Each model exported to ONNX and checked against torch on a batch of the data."""
+        from .onnx_export import export_onnx
+
+        batch = self.train_data.take(list(range(min(4, len(self.train_data)))))
+        exported = {}
+        for name, items in zip(self.routes, batch.items):
+            if name in exported:
+                continue
+            sample = self.preprocessors[name](items)
+            exported[name] = export_onnx(self.models[name], sample)
+            self.log.info("model exported to ONNX", model=name, size_bytes=len(exported[name]))
+        return exported
+
     def _write_artifact(self, duration: float) -> Path:
         run = self.run_obj
         metadata = {
@@ -1228,6 +1246,7 @@ class Trainer:
             models=self.models,
             model_metadata=self.model_metas,
             preprocessor_files={n: p.files() for n, p in self.preprocessors.items()},
+            onnx=self._export_onnx() if self.cfg.to_onnx else None,
             config=dict(self.ctx.config) if self.ctx else {},
             metadata=metadata,
             metrics={"before": self.metrics_before, "after": self.metrics_after},

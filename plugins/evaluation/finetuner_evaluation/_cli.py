@@ -52,12 +52,10 @@ def _is_artifact(path: Path) -> bool:
 
 def _evaluate_command(args: argparse.Namespace) -> int:
     import finetuner
+    from finetuner.csv_data import CSVOptions
     from finetuner.data import load_dataset
     from finetuner.errors import ConfigError
-    from finetuner.models import get_spec
     from finetuner_evaluation._evaluate import evaluate_embeddings
-
-    from finetuner.csv_data import CSVOptions
 
     options = CSVOptions(is_labeled=args.labeled)
     queries = load_dataset(args.query_data, name="query_data", csv_options=options)

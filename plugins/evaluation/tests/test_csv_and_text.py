@@ -45,9 +45,7 @@ def test_query_and_index_csv_files_print_before_and_after_and_show_examples(tmp_
         batch_size=6,
         seed=0,
         callbacks=[
-            EvaluationCallback(
-                query_data=queries, index_data=index, gather_examples=True, limit=3
-            )
+            EvaluationCallback(query_data=queries, index_data=index, gather_examples=True, limit=3)
         ],
     )
     out = capsys.readouterr().out
