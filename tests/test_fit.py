@@ -58,7 +58,7 @@ def test_the_artifact_holds_the_trained_weights():
     data = make_tiny_data()
     run = finetuner.fit(model, data, epochs=2, batch_size=8, seed=0)
     inputs = torch.stack([x for x, _ in data])
-    expected = model.eval()(inputs).detach().numpy()
+    expected = model.cpu().eval()(inputs).detach().numpy()  # fit moved it to the device
     fresh = torch.nn.Sequential(torch.nn.Linear(8, 4))
     loaded = finetuner.get_model(run.artifact_path, model=fresh)
     np.testing.assert_allclose(finetuner.encode(loaded, inputs), expected, atol=1e-6)
