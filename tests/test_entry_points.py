@@ -481,3 +481,25 @@ def test_plugin_cli_command_runs(monkeypatch):
     with pytest.raises(SystemExit) as info:
         main(["fixture-hello"])
     assert info.value.code == 2
+
+
+def test_a_third_party_backbone_trains_and_round_trips(tmp_path):
+    names = [row["name"] for row in finetuner.describe_models(print_table=False)]
+    assert "fixture-trigrams" in names
+    texts = ["red apple", "green apple", "red car", "blue car", "apple pie", "fast car"]
+    data = [(t, "apple" if "apple" in t else "car") for t in texts]
+    run = finetuner.fit(
+        "fixture-trigrams",
+        data,
+        model_options={"dim": 8, "salt": "xyz"},
+        epochs=1,
+        batch_size=4,
+        seed=0,
+        runs_dir=tmp_path,
+    )
+    files = run.artifact_path / "models" / "model" / "preprocessor" / "salt.txt"
+    assert files.read_text() == "xyz"
+    model = finetuner.get_model(run.artifact_path)
+    assert model.modality == "text"
+    vectors = finetuner.encode(model, texts)
+    assert vectors.shape == (6, 8)
