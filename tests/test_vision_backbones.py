@@ -18,6 +18,7 @@ from finetuner.images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, loa
 from finetuner.models import describe_models, get_spec
 
 SMALL = {"pretrained": False, "image_size": 32}
+pytestmark = pytest.mark.slow  # full-size networks: run in the plugins environment
 
 # --------------------------------------------------------------------------------------------
 # Images
