@@ -64,11 +64,13 @@ class Column:
             int(self.values.shape[0]) if isinstance(self.values, torch.Tensor) else len(self.values)
         )
 
-    def take(self, indices: Sequence[int]) -> Any:
+    def take(self, indices: Sequence[int] | torch.Tensor) -> Any:
         if isinstance(self.values, torch.Tensor):
             return self.values.index_select(0, torch.as_tensor(indices, dtype=torch.long))
         values = self.values
-        return [values[i] for i in indices]
+        return [
+            values[i] for i in (indices.tolist() if isinstance(indices, torch.Tensor) else indices)
+        ]
 
 
 @dataclass
@@ -148,15 +150,11 @@ class Dataset:
         return self._label_tensor
 
     def take(self, indices: Sequence[int]) -> Batch:
-        """The raw items of *indices*, gathered column by column."""
-        index = list(indices)
-        labels = (
-            self.label_tensor.index_select(0, torch.as_tensor(index, dtype=torch.long))
-            if self.labels is not None
-            else None
-        )
+        """The raw items of *indices*, gathered column by column (one index tensor for all)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        labels = self.label_tensor.index_select(0, index) if self.labels is not None else None
         scores = (
-            torch.as_tensor(self.scores[index], dtype=torch.float32)
+            torch.from_numpy(self.scores).index_select(0, index)
             if self.scores is not None
             else None
         )
@@ -165,7 +163,7 @@ class Dataset:
     def batch(self, indices: Sequence[int] | torch.Tensor) -> tuple[Any, torch.Tensor]:
         """The first column's items and the labels of *indices* (single-column data)."""
         index = torch.as_tensor(indices, dtype=torch.long)
-        return self.columns[0].take(index.tolist()), self.label_tensor.index_select(0, index)
+        return self.columns[0].take(index), self.label_tensor.index_select(0, index)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Dataset:
         index = np.asarray(indices, dtype=np.int64)
