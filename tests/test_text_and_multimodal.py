@@ -375,3 +375,51 @@ def test_to_onnx_exports_each_model_and_get_model_runs_it(tmp_path):
     plain = finetuner.fit("mlp", finetuner.testing.make_tiny_data(), epochs=1, seed=0)
     with pytest.raises(ConfigError, match="to_onnx=True"):
         finetuner.get_model(plain.artifact_path, is_onnx=True)
+
+
+def test_path_objects_and_dict_csv_options_work_everywhere(tmp_path):
+    images = write_colour_images(tmp_path / "img", per_colour=2)
+    (tmp_path / "labelled.csv").write_text("red car,cars\nblue car,cars\nold bike,bikes\n")
+    finetuner.push_data("from-dict", tmp_path / "labelled.csv", csv_options={"is_labeled": True})
+    assert finetuner.data.load_dataset("from-dict").classes == ["bikes", "cars"]
+    with pytest.raises(ConfigError, match=r"is_labled.*is_labeled"):
+        finetuner.push_data("bad", tmp_path / "labelled.csv", csv_options={"is_labled": True})
+    data = [(path, name) for name, paths in images.items() for path in paths]  # Path items
+    run = finetuner.fit(
+        "resnet-base",
+        data,
+        model_options={"pretrained": False, "image_size": 32, "output_dim": 4},
+        epochs=1,
+        batch_size=4,
+        seed=0,
+    )
+    model = finetuner.get_model(run.artifact_path)
+    assert finetuner.encode(model, [images["red"][0]]).shape == (1, 4)
+
+
+def test_an_artifact_outlives_the_model_folder_it_was_trained_from(tmp_path):
+    import shutil
+
+    folder = tmp_path / "my-minilm"
+    shutil.copytree(minilm_folder(), folder)
+    texts = [t for ts in TOPICS.values() for t in ts]
+    capture = _Capture(texts=texts)
+    run = finetuner.fit(
+        str(folder),
+        [(t, label) for label, ts in TOPICS.items() for t in ts],
+        model_options={"config": {"num_hidden_layers": 1}},  # overrides apply to pretrained
+        epochs=1,
+        batch_size=12,
+        seed=0,
+        callbacks=[capture],
+    )
+    assert run.config["model_options"]["config"]["num_hidden_layers"] == 1
+    shutil.rmtree(folder)
+    model = finetuner.get_model(run.artifact_path)
+    assert len(model.module.body.transformer.encoder.layer) == 1
+    np.testing.assert_allclose(finetuner.encode(model, texts), capture.encoded, atol=1e-5)
+
+
+def test_missing_clip_weights_say_how_to_proceed():
+    with pytest.raises(ConfigError, match=r"model_path.*pretrained': False"):
+        finetuner.build_model("clip-base-en", select_model="clip-text")

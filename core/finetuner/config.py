@@ -54,16 +54,9 @@ class FitConfig(BaseModel):
     @field_validator("csv_options")
     @classmethod
     def _csv_options(cls, value: Any) -> Any:
-        from .csv_data import CSVOptions
+        from .csv_data import as_csv_options
 
-        if value is None or isinstance(value, CSVOptions):
-            return value
-        if isinstance(value, Mapping):
-            try:
-                return CSVOptions(**value)
-            except TypeError as exc:
-                raise ValueError(str(exc)) from None
-        raise ValueError(f"expected CSVOptions(...) or a mapping, got {type(value).__name__}")
+        return as_csv_options(value)
 
     @field_validator("model")
     @classmethod

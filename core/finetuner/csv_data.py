@@ -20,7 +20,7 @@ import csv
 import itertools
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO, cast
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from .errors import ConfigError, DataError, close_matches_hint
 __all__ = [
     "CSVOptions",
     "CSVTable",
+    "as_csv_options",
     "is_csv_source",
     "is_image_reference",
     "read_csv",
@@ -124,6 +125,24 @@ class CSVTable:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+
+def as_csv_options(value: Any) -> CSVOptions | None:
+    """*value* as :class:`CSVOptions`: one already, a mapping of its fields, or ``None``."""
+    if value is None or isinstance(value, CSVOptions):
+        return value
+    if isinstance(value, Mapping):
+        fields = set(CSVOptions.__dataclass_fields__)
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ConfigError(
+                f"csv_options: unknown option '{unknown[0]}'; options are "
+                f"{', '.join(sorted(fields))}.{close_matches_hint(unknown[0], fields)}"
+            )
+        return CSVOptions(**value)
+    raise ConfigError(
+        f"csv_options: expected CSVOptions(...) or a mapping, got {type(value).__name__}."
+    )
 
 
 def is_csv_source(value: Any) -> bool:

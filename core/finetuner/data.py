@@ -506,10 +506,10 @@ def load_dataset(data: Any, *, name: str = "train_data", csv_options: Any = None
             f"{name} is missing: pass a CSV file, a DocList, a data set name or a list of "
             "(item, label) pairs."
         )
-    from .csv_data import is_csv_source, read_csv
+    from .csv_data import as_csv_options, is_csv_source, read_csv
 
     if is_csv_source(data):
-        return _from_table(read_csv(data, csv_options, name=name))
+        return _from_table(read_csv(data, as_csv_options(csv_options), name=name))
     if isinstance(data, (str, os.PathLike)):
         return _from_name(os.fspath(data), name)
     try:

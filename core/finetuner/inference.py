@@ -201,8 +201,8 @@ def _values(data: Any, modality: str) -> tuple[Any, Any]:
             return [], None
         if all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data):
             return _stack_tensors(list(data)), None
-        if all(isinstance(t, str) for t in data):
-            if modality == "text":
+        if all(isinstance(t, (str, os.PathLike)) for t in data):
+            if modality == "text" and all(isinstance(t, str) for t in data):
                 return list(data), None
             if modality == "image":
                 return [_item_of(t, f"data[{i}]")[1] for i, t in enumerate(data)], None

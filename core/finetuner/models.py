@@ -188,7 +188,17 @@ def _entry_point_specs() -> dict[str, ModelSpec]:
     for ep in sorted(importlib_metadata.entry_points(group=MODELS_GROUP), key=lambda e: e.name):
         try:
             spec = ep.load()
-        except Exception:
+        except Exception as exc:
+            import warnings
+
+            from .plugins import PluginWarning
+
+            warnings.warn(
+                f"backbone entry point '{ep.name}' ({ep.value}) failed to load and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                PluginWarning,
+                stacklevel=3,
+            )
             continue
         if isinstance(spec, ModelSpec):
             found[spec.name] = spec
@@ -230,7 +240,9 @@ def get_spec(name: str) -> ModelSpec:
     import os
     import re
 
-    if os.path.isdir(name) or re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+    # a folder, a Hugging Face name, or the folder an artifact's model came from (perhaps gone:
+    # an artifact rebuilds from its own files)
+    if os.path.isdir(name) or re.fullmatch(r"[\w.-]+/[\w.-]+", name) or os.sep in name:
         from .backbones.text import text_spec
 
         return text_spec(name, f"text model from {name}")

@@ -196,6 +196,8 @@ def tiny_clip_model_options() -> dict:
             "projection_dim": 16,
             "text_config": {
                 "vocab_size": 30522,
+                "bos_token_id": 101,  # the MiniLM tokenizer's [CLS] ([SEP] ends texts)
+                "pad_token_id": 0,
                 "hidden_size": 32,
                 "intermediate_size": 64,
                 "num_hidden_layers": 2,

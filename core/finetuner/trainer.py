@@ -420,7 +420,8 @@ class Trainer:
                 elif modality == TENSOR:
                     hint = "tensors need a model taking tensors, e.g. 'mlp' or your own module."
                 else:
-                    hint = f"{modality} items need a {modality} model (see finetuner.describe_models())."
+                    article = "an" if modality[0] in "aeiou" else "a"
+                    hint = f"{modality} items need {article} {modality} model (see finetuner.describe_models())."
                 raise DataError(
                     f"{data.source} holds {modality} items, but the model takes other inputs ({models}); {hint}"
                 )

@@ -65,6 +65,19 @@ def _tokenizer_folder(value: Any) -> Path:
     return resolve_text_model(str(value))
 
 
+def _clip_folder(model: str, repo: str) -> Path:
+    try:
+        return resolve_text_model(repo)
+    except ConfigError:
+        raise ConfigError(
+            f"the pretrained weights of '{model}' ({repo}) are not on this machine (not in the "
+            "Hugging Face cache) and finetuner never downloads. Copy that model folder here and "
+            "pass model_options={'model_path': '/path/to/folder'}, or train randomly "
+            "initialised towers with model_options={'pretrained': False, 'config': {...}, "
+            "'tokenizer': '/path/to/tokenizer'}."
+        ) from None
+
+
 def _eos_id(tokenizer_json: str) -> int | None:
     vocab = json.loads(tokenizer_json).get("model", {}).get("vocab", {})
     for token in _EOS_TOKENS:
@@ -81,7 +94,7 @@ def _resolve(model: str, repo: str, options: Mapping[str, Any]) -> dict[str, Any
     overrides = dict(options.get("config") or {})
     folder: Path | None = None
     if pretrained or options.get("model_path"):
-        folder = Path(options.get("model_path") or resolve_text_model(repo))
+        folder = Path(options.get("model_path") or _clip_folder(model, repo))
         try:
             base = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -134,15 +147,24 @@ def _build(options: Mapping[str, Any]) -> nn.ModuleDict:
         }
     )
     if options.get("pretrained") and options.get("model_path"):
-        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+        from transformers import (
+            CLIPTextConfig,
+            CLIPTextModelWithProjection,
+            CLIPVisionConfig,
+            CLIPVisionModelWithProjection,
+        )
 
         try:
-            with quiet_transformers():
+            with quiet_transformers():  # the merged configs: overrides apply
                 towers[TEXT_TOWER].model = CLIPTextModelWithProjection.from_pretrained(
-                    options["model_path"], local_files_only=True
+                    options["model_path"],
+                    config=CLIPTextConfig(**options["text_config"]),
+                    local_files_only=True,
                 )
                 towers[VISION_TOWER].model = CLIPVisionModelWithProjection.from_pretrained(
-                    options["model_path"], local_files_only=True
+                    options["model_path"],
+                    config=CLIPVisionConfig(**options["vision_config"]),
+                    local_files_only=True,
                 )
         except Exception as exc:
             raise ConfigError(

@@ -158,19 +158,19 @@ class TextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
+        values = dict(config)
+        hf_config = AutoConfig.for_model(values.pop("model_type"), **values)
         if pretrained_path is not None:
             try:
-                with quiet_transformers():
+                with quiet_transformers():  # the merged config: overrides such as dropout apply
                     self.transformer = AutoModel.from_pretrained(
-                        pretrained_path, local_files_only=True
+                        pretrained_path, config=hf_config, local_files_only=True
                     )
             except Exception as exc:
                 raise ConfigError(
                     f"could not load the pretrained weights from '{pretrained_path}': {exc}"
                 ) from exc
         else:
-            values = dict(config)
-            hf_config = AutoConfig.for_model(values.pop("model_type"), **values)
             self.transformer = AutoModel.from_config(hf_config)
         self.pooling = TokenPooling(pooling, gem_p)
         self._inputs = set(inspect.signature(self.transformer.forward).parameters)

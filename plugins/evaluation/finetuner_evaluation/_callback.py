@@ -141,6 +141,8 @@ class EvaluationCallback(Callback):
         options = super().options()
         for name in ("query_data", "index_data"):
             value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
             options[name] = (
                 value
                 if isinstance(value, str) or value is None

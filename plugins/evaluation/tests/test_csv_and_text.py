@@ -129,3 +129,23 @@ def test_evaluate_command_on_text_csv(tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out)
     # the pretrained MiniLM separates these topics well
     assert shown["metrics"]["precision_at_k"] > 0.5
+
+
+def test_query_data_may_be_a_path_object(tmp_path):
+    from pathlib import Path
+
+    rows = [(t, label) for label, ts in TOPICS.items() for t in ts]
+    queries = Path(_labelled_csv(tmp_path / "q.csv", rows))
+    callback = EvaluationCallback(query_data=queries, limit=3)
+    assert callback.options()["query_data"] == str(queries)
+    run = finetuner.fit(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        rows,
+        csv_options={"is_labeled": True},
+        model_options=tiny_text_model_options(),
+        epochs=1,
+        batch_size=6,
+        seed=0,
+        callbacks=[callback],
+    )
+    assert "all_minilm_l6_v2_precision_at_k" in run.metrics()["after"]
