@@ -7,7 +7,7 @@ exactly as a third-party plugin would be:
     pip install -e tests/fixtures/finetuner-fixture-plugin -e tests/fixtures/finetuner-fixture-broken
 
 Without them this module is skipped, unless ``FINETUNER_REQUIRE_FIXTURE=1`` (set by
-``tox -e thirdparty``), where their absence is an error. The same behaviours with callbacks
+``tox -e core``), where their absence is an error. The same behaviours with callbacks
 defined in the test itself are in test_ordering_and_failures.py.
 """
 
