@@ -18,6 +18,7 @@ def test_the_readme_has_python_examples():
     assert len(BLOCKS) >= 3
 
 
+@pytest.mark.slow  # the MiniLM example: runs where the offline model is installed (plugins)
 def test_readme_examples_run_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
