@@ -158,7 +158,7 @@ class Embedder(L.LightningModule):
         return self.loss_fn(self.model(x), y)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, fused=True)  # as fit builds it
 
 
 class Gathered(torch.utils.data.Dataset):
@@ -190,7 +190,9 @@ class HandLoop:
     def __init__(self, setup: Setup) -> None:
         self.gather, self.model, self.loss_fn = setup.gather, setup.model(), setup.loss()
         self.rng = torch.get_rng_state()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=setup.args.lr)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=setup.args.lr, fused=True
+        )  # as fit
         self.sampler = setup.sampler()
         self.clock = StepClock()
         self.epoch_losses: list[float] = []

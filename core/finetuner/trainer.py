@@ -1348,6 +1348,11 @@ def encode_items(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
     device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
+    order: np.ndarray | None = None
+    if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+        # longest texts first, so each batch pads to similar lengths; the order is restored below
+        order = np.argsort([-len(v) for v in values], kind="stable")
+        values = [values[i] for i in order]
     slices = _Slices(values, batch_size)
     batches: Any = (preprocess(slices[i]) for i in range(len(slices)))
     if num_workers > 0 and len(slices) > 1:
@@ -1367,7 +1372,12 @@ def encode_items(
             chunks.append(out.detach().to("cpu", torch.float32))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(chunks).numpy()
+    embeddings = torch.cat(chunks).numpy()
+    if order is not None:
+        restored = np.empty_like(embeddings)
+        restored[order] = embeddings
+        return restored
+    return embeddings
 
 
 def encode_tensors(
