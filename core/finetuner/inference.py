@@ -103,14 +103,14 @@ def get_model(
         module = OnnxModule(record.onnx)
     else:
         module = rebuild_module(record, model)
-    preprocessor: Any = Preprocessor()
     registry_name = record.metadata.get("registry_name")
-    if registry_name and model is None:
-        spec = get_spec(registry_name)
-        if spec.preprocessor is not None:
-            preprocessor = spec.preprocessor(
-                record.metadata.get("options") or {}, record.metadata.get("tower"), record.files
-            )
+    preprocessor = (
+        get_spec(registry_name).build_preprocessor(
+            record.metadata.get("options") or {}, record.metadata.get("tower"), record.files
+        )
+        if registry_name and model is None
+        else Preprocessor()
+    )
     return EmbeddingModel(
         module,
         name=record.name,
@@ -133,7 +133,7 @@ def build_model(
     """Build a registry model (with its initial, not fine-tuned, weights) for inference;
     *select_model* picks a tower of a two-tower model. *input_shape*, the shape of one tensor
     item, sizes models that take it from the data (``mlp``)."""
-    from .models import Preprocessor, get_spec
+    from .models import get_spec
 
     spec = get_spec(name)
     options = spec.resolve_options(model_options or {}, input_shape)
@@ -147,7 +147,7 @@ def build_model(
                 f"model '{name}' has a single tower; select_model applies to two-tower models."
             )
         tower, module = None, built
-    preprocessor = spec.preprocessor(options, tower, None) if spec.preprocessor else Preprocessor()
+    preprocessor = spec.build_preprocessor(options, tower)
     return EmbeddingModel(
         module,
         name=tower or name,

@@ -61,6 +61,18 @@ class ModelSpec:
     """The options to rebuild the module from an artifact: nothing pretrained is loaded, as
     the artifact's weights replace it."""
 
+    def build_preprocessor(
+        self,
+        options: Mapping[str, Any],
+        tower: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> Preprocessor:
+        """The preprocessor of this backbone (or *tower*): tensors as they are when the spec
+        names none; *files* come from an artifact."""
+        if self.preprocessor is None:
+            return Preprocessor()
+        return self.preprocessor(options, tower, files)
+
     def modality_of(self, tower: str | None) -> str:
         if tower is None or not self.towers:
             return self.modality

@@ -337,9 +337,7 @@ class Trainer:
             for name, module in towers.items():
                 tower = name if spec.towers else None
                 self.models[name] = module
-                self.preprocessors[name] = (
-                    spec.preprocessor(options, tower, None) if spec.preprocessor else Preprocessor()
-                )
+                self.preprocessors[name] = spec.build_preprocessor(options, tower)
                 self.model_metas[name] = {
                     "registry_name": spec.name,
                     "tower": tower,
@@ -397,9 +395,10 @@ class Trainer:
                 "do not fit",
             )
             if record.files:
-                assert self.spec is not None and self.spec.preprocessor is not None
-                self.preprocessors[name] = self.spec.preprocessor(
-                    self.model_metas[name]["options"], self.model_metas[name]["tower"], record.files
+                assert self.spec is not None
+                meta = self.model_metas[name]
+                self.preprocessors[name] = self.spec.build_preprocessor(
+                    meta["options"], meta["tower"], record.files
                 )
 
     def _route_columns(self, data: Dataset) -> list[str]:
@@ -1378,10 +1377,3 @@ def encode_items(
         restored[order] = embeddings
         return restored
     return embeddings
-
-
-def encode_tensors(
-    module: nn.Module, inputs: torch.Tensor, *, batch_size: int, device: torch.device | None = None
-) -> np.ndarray:
-    """Embed a tensor of *inputs* in batches with *module* in eval mode, without gradients."""
-    return encode_items(module, Preprocessor(), inputs, batch_size=batch_size, device=device)
