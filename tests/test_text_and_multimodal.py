@@ -423,3 +423,37 @@ def test_an_artifact_outlives_the_model_folder_it_was_trained_from(tmp_path):
 def test_missing_clip_weights_say_how_to_proceed():
     with pytest.raises(ConfigError, match=r"model_path.*pretrained': False"):
         finetuner.build_model("clip-base-en", select_model="clip-text")
+
+
+def test_broken_document_and_item_forms_get_one_clear_error(tmp_path):
+    from docarray import DocList
+
+    from finetuner import Document, ScoredPair
+
+    empty = finetuner.DocumentArray([Document(tags={"finetuner_label": "a"})])
+    with pytest.raises(DataError, match=r"train_data\[0\].*holds 0 items"):
+        finetuner.data.load_dataset(empty)
+    mixed = [("a text", 0), (torch.zeros(4), 1)]
+    with pytest.raises(DataError, match="items mix tensor and text"):
+        finetuner.data.load_dataset(mixed)
+    bad_score = DocList[ScoredPair](
+        [ScoredPair(a=Document(text="a"), b=Document(text="b"), score=float("nan"))]
+    )
+    with pytest.raises(DataError, match="not a finite number"):
+        finetuner.data.load_dataset(bad_score)
+    with pytest.raises(DataError, match="image file not found"):
+        finetuner.data.load_dataset([(str(tmp_path / "missing.png"), 0)])
+
+
+def test_text_model_options_are_checked():
+    with pytest.raises(ConfigError, match=r"has no option 'poolng'.*Did you mean 'pooling'"):
+        finetuner.build_model("sentence-transformers/all-MiniLM-L6-v2", {"poolng": "mean"})
+    with pytest.raises(ConfigError, match="pooling 'median' is not one of"):
+        finetuner.build_model("sentence-transformers/all-MiniLM-L6-v2", {"pooling": "median"})
+    with pytest.raises(ConfigError, match="tokenizer '/no/such/folder' does not exist"):
+        finetuner.build_model(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            {**tiny_text_model_options(), "tokenizer": "/no/such/folder"},
+        )
+    with pytest.raises(ConfigError, match="max_length must be an integer from 1 to 512"):
+        finetuner.build_model("sentence-transformers/all-MiniLM-L6-v2", {"max_length": 0})

@@ -292,7 +292,9 @@ def _resolve(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
     resolved["gem_p"] = float(options.get("gem_p", 3.0))
     resolved["normalize"] = bool(options.get("normalize", defaults["normalize"]))
     limit = int(hf_config.get("max_position_embeddings", 512))
-    max_length = options.get("max_length", defaults["max_length"]) or min(limit, 512)
+    max_length = options.get("max_length", defaults["max_length"])
+    if max_length is None:  # not `or`: an explicit 0 is an error, not the default
+        max_length = min(limit, 512)
     if not isinstance(max_length, int) or not 1 <= max_length <= limit:
         raise ConfigError(
             f"model_options: max_length must be an integer from 1 to {limit}, not {max_length!r}."
