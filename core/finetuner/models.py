@@ -9,7 +9,7 @@ entry-point group (name -> :class:`ModelSpec`).
 from __future__ import annotations
 
 import importlib.metadata as importlib_metadata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,15 @@ class Preprocessor:
 
     def files(self) -> dict[str, bytes]:
         return {}
+
+    def sizes(self, values: Any) -> Sequence[int] | None:
+        """The cost of each item in a batch, or None. ``encode`` batches items of similar size
+        together (largest first), so each batch pads to little more than its items; the base
+        class measures texts by their characters and leaves anything else in order."""
+        if self.modality == "text" and isinstance(values, list):
+            if all(isinstance(v, str) for v in values):
+                return [len(v) for v in values]
+        return None
 
 
 class MLP(nn.Module):

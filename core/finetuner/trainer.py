@@ -1348,9 +1348,13 @@ def encode_items(
         raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
     device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
     order: np.ndarray | None = None
-    if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
-        # longest texts first, so each batch pads to similar lengths; the order is restored below
-        order = np.argsort([-len(v) for v in values], kind="stable")
+    sizes = getattr(preprocess, "sizes", None)
+    cost = (
+        sizes(values) if callable(sizes) and isinstance(values, list) and len(values) > 1 else None
+    )
+    if cost is not None:
+        # largest items first, so each batch pads to similar lengths; the order is restored below
+        order = np.argsort(-np.asarray(cost, dtype=np.int64), kind="stable")
         values = [values[i] for i in order]
     slices = _Slices(values, batch_size)
     batches: Any = (preprocess(slices[i]) for i in range(len(slices)))

@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,7 @@ class TextPreprocessor(Preprocessor):
         self.tokenizer_json = tokenizer_json
         self.max_length = max_length
         self._tokenizer: Any = None
+        self._unpadded: Any = None
 
     def _ready(self) -> Any:
         if self._tokenizer is None:
@@ -223,6 +224,18 @@ class TextPreprocessor(Preprocessor):
             "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
             "token_type_ids": torch.tensor([e.type_ids for e in encodings], dtype=torch.long),
         }
+
+    def sizes(self, values: Any) -> Sequence[int] | None:
+        """Each text's number of tokens after truncation: the length it is padded against."""
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return None
+        if self._unpadded is None:
+            from tokenizers import Tokenizer
+
+            unpadded = Tokenizer.from_str(self._ready().to_str())
+            unpadded.no_padding()
+            self._unpadded = unpadded
+        return [len(e.ids) for e in self._unpadded.encode_batch(values)]
 
     def files(self) -> dict[str, bytes]:
         return {"tokenizer.json": self.tokenizer_json.encode("utf-8")}
