@@ -51,6 +51,18 @@ are outside every interval, on every side. The first step after an epoch boundar
 because any work between epochs, even a pure-Python busy wait in the bare loop, slows that one
 step by about 1 ms on the development machine (cold caches); its median is printed separately.
 The "median interval" columns are a cross-check that shrugs off stalls from other load.
+
+With ``--phases`` (the default for ``minilm``) hooks on the model, the loss and the optimizer
+split every timed step into *compute* (the model's forward, the loss's forward, the backward
+pass, the optimizer's update) and *glue* (the rest of the interval: zeroing gradients, moving
+the batch, dispatching the loss, reading it, events and hooks, gathering the next batch). The
+compute is the same work on every side, and on MiniLM it is 98% of a step; a whole-step ratio
+carries the machine's noise in the compute, which on a shared 2-core machine swings by more
+than the 1% target. The overhead is then also reported as each side's glue beyond the loop's,
+as a share of the loop's step (``StepClock.attach``, ``report_phases``). For Lightning, whose
+``optimizer.step(closure)`` runs forward and backward inside the step, the update is timed from
+the end of the backward pass, so its own work between backward and update counts as compute:
+its glue figure is, if anything, low.
 """
 
 from __future__ import annotations
@@ -89,13 +101,61 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class StepClock:
-    """Batch-begin timestamps per epoch; the same instrument on every side."""
+    """Batch-begin timestamps per epoch; the same instrument on every side.
+
+    With ``attach`` it also splits each step by hooks on the model, the loss and the
+    optimizer: *compute* is the model's forward, the loss's forward, the backward pass (from
+    the loss's gradient to the last parameter's accumulated gradient) and the optimizer's
+    update; the rest of the interval is *glue*: what the framework or loop does around them
+    (zeroing gradients, moving the batch, dispatching the loss, reading it, events and hooks,
+    gathering the next batch)."""
+
+    STAMPS = ("fwd0", "fwd1", "loss0", "loss1", "bw0", "bw1", "step0")
 
     def __init__(self) -> None:
         self.starts: dict[int, list[float]] = {}
+        self.compute: dict[int, list[float]] = {}
+        self._epoch = -1
+        self._marks: dict[str, float] = {}
 
     def tick(self, epoch: int) -> None:
         self.starts.setdefault(epoch, []).append(time.perf_counter())
+        self._epoch, self._marks = epoch, {}
+
+    def _stamp(self, name: str) -> None:
+        self._marks[name] = time.perf_counter()
+
+    def attach(self, model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer) -> None:
+        stamp = self._stamp
+        model.register_forward_pre_hook(lambda module, args: stamp("fwd0"))
+        model.register_forward_hook(lambda module, args, out: stamp("fwd1"))
+        loss_fn.register_forward_pre_hook(lambda module, args: stamp("loss0"))
+
+        def loss_done(module, args, out) -> None:
+            stamp("loss1")
+            if out.requires_grad:  # fires first in the backward pass
+                out.register_hook(lambda grad: stamp("bw0"))
+
+        loss_fn.register_forward_hook(loss_done)
+        for param in model.parameters():
+            if param.requires_grad:  # the last one to fire ends the backward pass
+                param.register_post_accumulate_grad_hook(lambda param: stamp("bw1"))
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: stamp("step0"))
+        optimizer.register_step_post_hook(self._step_done)
+
+    def _step_done(self, optimizer, args, kwargs) -> None:
+        end, marks = time.perf_counter(), self._marks
+        if not all(name in marks for name in self.STAMPS):
+            return
+        # Lightning calls optimizer.step(closure) and runs forward and backward inside it: its
+        # update starts when the backward pass ends, not at the step's pre-hook.
+        update = end - max(marks["step0"], marks["bw1"])
+        self.compute.setdefault(self._epoch, []).append(
+            (marks["fwd1"] - marks["fwd0"])
+            + (marks["loss1"] - marks["loss0"])
+            + (marks["bw1"] - marks["bw0"])
+            + update
+        )
 
     def intervals(self) -> tuple[list[float], list[float]]:
         """Batch-begin to batch-begin intervals of epochs 2 and later: (steady, first), where
@@ -112,6 +172,25 @@ class StepClock:
             raise SystemExit("bench_overhead: nothing was timed; use more epochs or items.")
         return steady, first
 
+    def split(self) -> tuple[float, float] | None:
+        """Mean compute and mean glue over the steady intervals (seconds), or None when the
+        clock was not attached. Interval i of an epoch holds step i's compute."""
+        compute: list[float] = []
+        glue: list[float] = []
+        for epoch, stamps in self.starts.items():
+            if epoch < 1:
+                continue
+            gaps = [b - a for a, b in itertools.pairwise(stamps)]
+            steps = self.compute.get(epoch, [])
+            if len(steps) < len(gaps):
+                return None
+            for gap, work in list(zip(gaps, steps))[1:]:
+                compute.append(work)
+                glue.append(gap - work)
+        if not compute:
+            return None
+        return statistics.fmean(compute), statistics.fmean(glue)
+
 
 def summarize(clock: StepClock) -> tuple[float, float, float]:
     """Mean and median steady interval, median first interval of an epoch (seconds)."""
@@ -122,20 +201,27 @@ def summarize(clock: StepClock) -> tuple[float, float, float]:
 class StepTimer(Callback):
     """The finetuner side's instrument: one timestamp per training batch."""
 
-    def __init__(self, clock: StepClock) -> None:
-        self._clock = clock
+    def __init__(self, clock: StepClock, phases: bool) -> None:
+        self._clock, self._phases = clock, phases
         self.plugins: list[str] = []
 
     def finetuner_on_fit_begin(self, ctx) -> None:
         self.plugins = [name for name, _ in ctx.plugin_manager.list_name_plugin()]
+        if self._phases:
+            (model,) = ctx.models.values()
+            self._clock.attach(model, ctx.loss, ctx.optimizer)
 
     def finetuner_on_train_batch_begin(self, event) -> None:
         self._clock.tick(event.epoch)
 
 
 class LightningStepTimer(L.Callback):
-    def __init__(self, clock: StepClock) -> None:
-        self.clock = clock
+    def __init__(self, clock: StepClock, phases: bool) -> None:
+        self.clock, self.phases = clock, phases
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.phases:
+            self.clock.attach(pl_module.model, pl_module.loss_fn, trainer.optimizers[0])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.clock.tick(trainer.current_epoch)
@@ -195,6 +281,8 @@ class HandLoop:
         )  # as fit
         self.sampler = setup.sampler()
         self.clock = StepClock()
+        if setup.args.phases:
+            self.clock.attach(self.model, self.loss_fn, self.optimizer)
         self.epoch_losses: list[float] = []
 
     def epoch(self, epoch: int) -> None:
@@ -297,7 +385,7 @@ class Setup:
 
     def run_finetuner(self, paired: bool = False) -> Result:
         args, clock = self.args, StepClock()
-        timer = StepTimer(clock)
+        timer = StepTimer(clock, args.phases)
         loop = HandLoop(self) if paired else None
         callbacks = [
             EvaluationCallback(query_data=self.query_data, limit=20),
@@ -364,7 +452,7 @@ class Setup:
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            callbacks=[LightningStepTimer(clock)],
+            callbacks=[LightningStepTimer(clock, args.phases)],
         )
         trainer.fit(module, train_dataloaders=loader)
         return Result(clock, weights=module.model.state_dict())
@@ -464,21 +552,35 @@ class MiniLMSetup(Setup):
 
 class Size(NamedTuple):
     setup: type[Setup]
-    defaults: dict[str, int | float]
+    defaults: dict[str, int | float | bool]
     target: float  # finetuner / loop, at most
 
 
 SIZES = {
     "mlp": Size(
         MlpSetup,
-        {"epochs": 20, "repeats": 8, "lr": 1e-3, "batch_size": 64, "items_per_class": 8},
+        {
+            "epochs": 20,
+            "repeats": 8,
+            "lr": 1e-3,
+            "batch_size": 64,
+            "items_per_class": 8,
+            "phases": False,
+        },
         1.05,
     ),
     # A MiniLM step takes about a second on one thread, so the runs are short: 3 epochs of 8
     # steps (epoch 1 warm-up), 5 repeats; 8 to 15 minutes on the development machine.
     "minilm": Size(
         MiniLMSetup,
-        {"epochs": 3, "repeats": 5, "lr": 2e-5, "batch_size": 32, "items_per_class": 4},
+        {
+            "epochs": 3,
+            "repeats": 5,
+            "lr": 2e-5,
+            "batch_size": 32,
+            "items_per_class": 4,
+            "phases": True,
+        },
         1.01,
     ),
 }
@@ -499,6 +601,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: 64 (mlp), 32 (minilm)")
     parser.add_argument("--items-per-class", type=int, help="default: 8 (mlp), 4 (minilm)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--phases",
+        action=argparse.BooleanOptionalAction,
+        help="split each step into compute and glue by hooks (default: on for minilm only)",
+    )
     args = parser.parse_args()
     size = SIZES[args.size]
     for name, value in size.defaults.items():
@@ -535,6 +642,9 @@ def main() -> None:
     # Per run: (mean steady interval, median steady interval, median first interval).
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SIDES}
     paired: list[tuple[float, float]] = []  # finetuner / loop in the paired run: mean, median
+    # Per run, with --phases: (mean compute, mean glue, mean step) in seconds.
+    splits: dict[str, list[tuple[float, float, float]]] = {name: [] for name in SIDES}
+    paired_glue: list[tuple[float, float]] = []  # finetuner's glue - its loop's, loop's step
     same = {"finetuner": True, "paired loop": True, "lightning": True}
     plugins: list[str] = []
     for repeat in range(args.repeats):
@@ -545,8 +655,11 @@ def main() -> None:
             if torch.get_num_threads() != args.threads:
                 raise SystemExit(f"bench_overhead: {name} changed the number of torch threads")
             ours = summarize(result.clock)
+            split = result.clock.split() if args.phases else None
             if name != "paired":
                 figures[name].append(ours)
+                if split is not None:
+                    splits[name].append((*split, ours[0]))
                 print(
                     f"  run {repeat + 1} {name:<10} {ours[0] * 1e3:6.3f} ms/step  (median "
                     f"interval {ours[1] * 1e3:6.3f}, first step of an epoch {ours[2] * 1e3:6.3f})"
@@ -555,6 +668,9 @@ def main() -> None:
             assert result.loop is not None
             theirs = summarize(result.loop.clock)
             paired.append((ours[0] / theirs[0], ours[1] / theirs[1]))
+            their_split = result.loop.clock.split() if args.phases else None
+            if split is not None and their_split is not None:
+                paired_glue.append((split[1] - their_split[1], theirs[0]))
             print(
                 f"  run {repeat + 1} paired     finetuner {ours[0] * 1e3:6.3f}, loop "
                 f"{theirs[0] * 1e3:6.3f} ms/step: {paired[-1][0]:.3f}  (median intervals "
@@ -598,6 +714,8 @@ def main() -> None:
         f"{(pair[0] - 1) * 100:+7.1f}%  {'':6} ({min(r[0] for r in paired):.3f}-"
         f"{max(r[0] for r in paired):.3f})  {'':15}  {pair[1]:5.3f}"
     )
+    if args.phases:
+        report_phases(splits, paired_glue, size.target)
     ratio, lightning = medians["finetuner"][0] / loop[0], medians["lightning"][0] / loop[0]
     target = size.target
     print(
@@ -608,6 +726,53 @@ def main() -> None:
         f"Lightning {(lightning - 1) * 100:+.1f}% "
         f"({(medians['lightning'][0] - loop[0]) * 1e6:+.0f} us); finetuner below Lightning: "
         f"{'met' if ratio < lightning else 'MISSED'}"
+    )
+
+
+def report_phases(
+    splits: dict[str, list[tuple[float, float, float]]],
+    paired_glue: list[tuple[float, float]],
+    target: float,
+) -> None:
+    """The overhead as the time a side spends outside the shared compute, beyond the loop's:
+    the compute is the same work on every side, and timing the rest alone keeps the
+    machine's noise in the compute (most of a step) out of the figure."""
+    if any(len(splits[name]) == 0 for name in SIDES):
+        print("phases: some runs were not split (a side ran steps the hooks did not see)")
+        return
+    med = {
+        name: [statistics.median(run[i] for run in splits[name]) for i in range(3)]
+        for name in SIDES
+    }
+    step, compute, glue = med["loop"][2], med["loop"][0], med["loop"][1]
+    print(
+        f"split of a step, medians of {len(splits['loop'])} runs (ms): compute (forward, loss, "
+        "backward, update) and glue (the rest); extra glue = glue - the loop's, % of its step"
+    )
+    extra: dict[str, float] = {}
+    for name in SIDES:
+        c, g, total = med[name]
+        extra[name] = (g - glue) / step
+        runs = sorted(run[1] * 1e3 for run in splits[name])
+        print(
+            f"  {name:<10} step {total * 1e3:9.3f}  compute {c * 1e3:9.3f} ({c / compute:.3f} "
+            f"of the loop's)  glue {g * 1e3:7.3f} (runs {runs[0]:.3f}-{runs[-1]:.3f})  extra "
+            f"glue {(g - glue) * 1e3:+7.3f} ms ({extra[name] * 100:+.3f}%)"
+        )
+    if paired_glue:
+        gaps = sorted(gap / base for gap, base in paired_glue)
+        pair = statistics.median(gaps)
+        print(
+            f"  paired: finetuner's glue - its loop's, one fit: "
+            f"{statistics.median(g for g, _ in paired_glue) * 1e3:+.3f} ms ({pair * 100:+.3f}% "
+            f"of the loop's step; runs {gaps[0] * 100:+.3f}% to {gaps[-1] * 100:+.3f}%)"
+        )
+    limit = (target - 1) * 100
+    print(
+        f"finetuner extra glue {extra['finetuner'] * 100:+.3f}% of a step; target <= "
+        f"{limit:+.0f}%: {'met' if extra['finetuner'] <= target - 1 else 'MISSED'}. Lightning "
+        f"{extra['lightning'] * 100:+.3f}%; finetuner below Lightning: "
+        f"{'met' if extra['finetuner'] < extra['lightning'] else 'MISSED'}"
     )
 
 
