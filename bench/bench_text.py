@@ -47,9 +47,10 @@ tokenizing of every batch but the first. Steps/s = steps / interval, texts/s = t
 ``encode``: ``finetuner.encode(finetuner.build_model(MINILM), texts, batch_size=B)`` against
 ``SentenceTransformer(path).encode(texts, batch_size=B)``, on ``--texts`` templated texts of one
 to four sentences. Timed: the encode call alone. The vectors of both sides are compared (largest
-absolute difference). sentence-transformers sorts the texts by length before batching (less
-padding); ``--presort`` hands both sides texts already sorted by length, to show how much of
-the difference that is.
+absolute difference). Both sides batch long texts first to pad less: sentence-transformers
+orders them by characters, finetuner by tokens; the script prints how many tokens, padding
+included, each order forwards. ``--presort`` hands both sides texts already sorted by
+characters.
 """
 
 from __future__ import annotations
