@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 import wandb
-from wandb_offline_log import offline_runs
+from wandb_offline_log import offline_environment, offline_runs
 
 import finetuner
 from finetuner.callback import Callback
@@ -19,15 +19,7 @@ from finetuner_wandb import WandBLogger
 @pytest.fixture(autouse=True)
 def offline_wandb(tmp_path, monkeypatch):
     """W&B writes only under tmp_path and never reaches the network."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
-    for name in ("WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_NAME"):
-        monkeypatch.delenv(name, raising=False)
+    offline_environment(monkeypatch, tmp_path)
     # wandb reads the environment once per process, at its first init: start afresh each test
     wandb.teardown()
     yield

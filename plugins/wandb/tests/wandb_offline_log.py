@@ -6,12 +6,16 @@ an offline run writes no ``wandb-summary.json``. Everything it logged is in the 
 chunks, each with a CRC-32, a length and a FULL/FIRST/MIDDLE/LAST type) of protobuf
 ``Record`` messages, whose classes wandb ships in ``wandb.proto.wandb_internal_pb2``. The
 checksum is verified, so a format change fails loudly here instead of reading garbage.
+
+``run.finish()`` can return before wandb's service has flushed the run's log (seen under load:
+a log holding only its header), so a run is read once its log ends with the ``exit`` record.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +59,8 @@ def _chunks_to_records(data: bytes) -> list[bytes]:
         if (checksum, length, kind) == (0, 0, 0):  # zero padding up to the next block
             pos += room
             continue
+        if pos + _HEADER + length > len(data):  # the writer has not flushed the rest yet
+            break
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         if zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != checksum:
             raise ValueError(f"bad checksum in the W&B log at byte {pos}")
@@ -77,12 +83,27 @@ def _item_key(item: Any) -> str:
     return item.key or ".".join(item.nested_key)
 
 
-def read_offline_run(run_dir: Path) -> OfflineRun:
-    """Parse the ``run-*.wandb`` file of one offline run folder."""
+def read_offline_run(run_dir: Path, timeout: float = 60.0) -> OfflineRun:
+    """Parse the ``run-*.wandb`` file of one finished offline run folder, waiting up to
+    *timeout* seconds for wandb to write it out to its ``exit`` record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _parse_offline_run(Path(run_dir))
+        if run.exit_code is not None:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the W&B log in {run_dir} has no exit record after {timeout:.0f} s: the run "
+                "was not finished, or wandb did not write its log out"
+            )
+        time.sleep(0.05)
+
+
+def _parse_offline_run(run_dir: Path) -> OfflineRun:
     from wandb.proto import wandb_internal_pb2
 
-    (log_file,) = Path(run_dir).glob("run-*.wandb")
-    run = OfflineRun(path=Path(run_dir))
+    (log_file,) = run_dir.glob("run-*.wandb")
+    run = OfflineRun(path=run_dir)
     for raw in _chunks_to_records(log_file.read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(raw)
@@ -114,3 +135,17 @@ def offline_runs(wandb_dir: Path) -> list[OfflineRun]:
     """Every offline run under *wandb_dir* (the ``dir`` given to W&B), oldest first."""
     runs = [read_offline_run(folder) for folder in Path(wandb_dir).glob("wandb/offline-run-*")]
     return sorted(runs, key=lambda run: run.start_time)
+
+
+def offline_environment(monkeypatch: Any, folder: Path) -> None:
+    """Point W&B at *folder* in offline mode: it writes nothing elsewhere and never reaches
+    the network."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(folder))
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(folder / "wandb-home"))
+    for name in ("WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_NAME"):
+        monkeypatch.delenv(name, raising=False)
