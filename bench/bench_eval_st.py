@@ -243,13 +243,11 @@ def harder_agreement(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from bench_evaluation import add_data_arguments, clustered
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=10_000)
-    parser.add_argument("--index", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--labels", type=int, default=1_000)
+    add_data_arguments(parser)
     parser.add_argument("--limit", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -269,7 +267,6 @@ def main() -> None:
     from importlib.metadata import version
 
     import torch
-    from bench_evaluation import clustered
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -98,13 +98,19 @@ def clustered(num_queries, num_index, dim, num_labels, seed=0):
     return queries, query_labels.numpy(), index, index_labels.numpy()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The size of the ``clustered`` data and the number of repeats, shared with
+    ``bench_eval_st.py``."""
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--index", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--labels", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(parser)
     parser.add_argument("--annoy", action="store_true")
     args = parser.parse_args()
 

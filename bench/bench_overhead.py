@@ -77,6 +77,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import lightning as L
@@ -157,17 +158,22 @@ class StepClock:
             + update
         )
 
+    def _timed_gaps(self) -> Iterator[tuple[int, list[float]]]:
+        """(epoch, batch-begin to batch-begin intervals) of epochs 2 and later."""
+        for epoch, stamps in self.starts.items():
+            gaps = [b - a for a, b in itertools.pairwise(stamps)]
+            if epoch >= 1 and gaps:
+                yield epoch, gaps
+
     def intervals(self) -> tuple[list[float], list[float]]:
         """Batch-begin to batch-begin intervals of epochs 2 and later: (steady, first), where
         *first* holds each epoch's first interval (its first step, right after the epoch
         boundary) and *steady* all the others."""
         steady: list[float] = []
         first: list[float] = []
-        for epoch, stamps in self.starts.items():
-            gaps = [b - a for a, b in itertools.pairwise(stamps)]
-            if epoch >= 1 and gaps:
-                first.append(gaps[0])
-                steady.extend(gaps[1:])
+        for _, gaps in self._timed_gaps():
+            first.append(gaps[0])
+            steady.extend(gaps[1:])
         if not steady:
             raise SystemExit("bench_overhead: nothing was timed; use more epochs or items.")
         return steady, first
@@ -177,10 +183,7 @@ class StepClock:
         clock was not attached. Interval i of an epoch holds step i's compute."""
         compute: list[float] = []
         glue: list[float] = []
-        for epoch, stamps in self.starts.items():
-            if epoch < 1:
-                continue
-            gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        for epoch, gaps in self._timed_gaps():
             steps = self.compute.get(epoch, [])
             if len(steps) < len(gaps):
                 return None

@@ -32,7 +32,6 @@ class RecordingEncoder(nn.Module):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
         self.widths: list[int] = []
-        self.batches: list[torch.Tensor] = []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]

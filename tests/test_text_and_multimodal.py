@@ -233,18 +233,23 @@ def test_loss_optimizer_errors():
         finetuner.fit("mlp", data, loss="ArcFaceLoss", loss_optimizer="Sgdd", epochs=0)
 
 
-def test_image_backbone_on_labelled_image_paths(tmp_path):
-    images = write_colour_images(tmp_path / "img", per_colour=2)
-    data = [(str(p), name) for name, paths in images.items() for p in paths]
+def _fit_tiny_resnet(data, output_dim):
+    """One epoch of a random ResNet-50 on 32-pixel images; the model loaded from its artifact."""
     run = finetuner.fit(
         "resnet-base",
         data,
-        model_options={"pretrained": False, "image_size": 32, "output_dim": 8},
+        model_options={"pretrained": False, "image_size": 32, "output_dim": output_dim},
         epochs=1,
         batch_size=4,
         seed=0,
     )
-    model = finetuner.get_model(run.artifact_path)
+    return finetuner.get_model(run.artifact_path)
+
+
+def test_image_backbone_on_labelled_image_paths(tmp_path):
+    images = write_colour_images(tmp_path / "img", per_colour=2)
+    data = [(str(p), name) for name, paths in images.items() for p in paths]
+    model = _fit_tiny_resnet(data, output_dim=8)
     assert finetuner.encode(model, [str(images["red"][0])]).shape == (1, 8)
 
 
@@ -385,15 +390,7 @@ def test_path_objects_and_dict_csv_options_work_everywhere(tmp_path):
     with pytest.raises(ConfigError, match=r"is_labled.*is_labeled"):
         finetuner.push_data("bad", tmp_path / "labelled.csv", csv_options={"is_labled": True})
     data = [(path, name) for name, paths in images.items() for path in paths]  # Path items
-    run = finetuner.fit(
-        "resnet-base",
-        data,
-        model_options={"pretrained": False, "image_size": 32, "output_dim": 4},
-        epochs=1,
-        batch_size=4,
-        seed=0,
-    )
-    model = finetuner.get_model(run.artifact_path)
+    model = _fit_tiny_resnet(data, output_dim=4)
     assert finetuner.encode(model, [images["red"][0]]).shape == (1, 4)
 
 

@@ -101,10 +101,14 @@ class Preprocessor:
         """The cost of each item in a batch, or None. ``encode`` batches items of similar size
         together (largest first), so each batch pads to little more than its items; the base
         class measures texts by their characters and leaves anything else in order."""
-        if self.modality == "text" and isinstance(values, list):
-            if all(isinstance(v, str) for v in values):
-                return [len(v) for v in values]
+        if self.modality == "text" and is_text_list(values):
+            return [len(v) for v in values]
         return None
+
+
+def is_text_list(values: Any) -> bool:
+    """Whether *values* is a list of texts (what ``sizes`` can measure)."""
+    return isinstance(values, list) and all(isinstance(v, str) for v in values)
 
 
 class MLP(nn.Module):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..models import ModelSpec, Preprocessor
+from ..models import ModelSpec, Preprocessor, is_text_list
 from .common import EmbeddingHead, check_options, check_output_dim
 
 __all__ = ["SPECS", "TextEncoder", "TextPreprocessor", "resolve_text_model", "text_spec"]
@@ -227,7 +227,7 @@ class TextPreprocessor(Preprocessor):
 
     def sizes(self, values: Any) -> Sequence[int] | None:
         """Each text's number of tokens after truncation: the length it is padded against."""
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        if not is_text_list(values):
             return None
         if self._unpadded is None:
             from tokenizers import Tokenizer

@@ -31,12 +31,10 @@ def _labelled_csv(path, rows):
     return str(path)
 
 
-def test_query_and_index_csv_files_print_before_and_after_and_show_examples(tmp_path, capsys):
-    rows = [(t, label) for label, ts in TOPICS.items() for t in ts]
-    train = _labelled_csv(tmp_path / "train.csv", rows)
-    queries = _labelled_csv(tmp_path / "q.csv", [rows[0], rows[4], rows[8]])
-    index = _labelled_csv(tmp_path / "i.csv", rows)
-    run = finetuner.fit(
+def _fit_tiny_text(train, callback):
+    """One epoch of a tiny random BERT (the MiniLM tokenizer) on labelled texts or a labelled
+    CSV, evaluated by *callback*."""
+    return finetuner.fit(
         "sentence-transformers/all-MiniLM-L6-v2",
         train,
         csv_options={"is_labeled": True},
@@ -44,9 +42,18 @@ def test_query_and_index_csv_files_print_before_and_after_and_show_examples(tmp_
         epochs=1,
         batch_size=6,
         seed=0,
-        callbacks=[
-            EvaluationCallback(query_data=queries, index_data=index, gather_examples=True, limit=3)
-        ],
+        callbacks=[callback],
+    )
+
+
+def test_query_and_index_csv_files_print_before_and_after_and_show_examples(tmp_path, capsys):
+    rows = [(t, label) for label, ts in TOPICS.items() for t in ts]
+    train = _labelled_csv(tmp_path / "train.csv", rows)
+    queries = _labelled_csv(tmp_path / "q.csv", [rows[0], rows[4], rows[8]])
+    index = _labelled_csv(tmp_path / "i.csv", rows)
+    run = _fit_tiny_text(
+        train,
+        EvaluationCallback(query_data=queries, index_data=index, gather_examples=True, limit=3),
     )
     out = capsys.readouterr().out
     for name in METRIC_NAMES:
@@ -138,14 +145,5 @@ def test_query_data_may_be_a_path_object(tmp_path):
     queries = Path(_labelled_csv(tmp_path / "q.csv", rows))
     callback = EvaluationCallback(query_data=queries, limit=3)
     assert callback.options()["query_data"] == str(queries)
-    run = finetuner.fit(
-        "sentence-transformers/all-MiniLM-L6-v2",
-        rows,
-        csv_options={"is_labeled": True},
-        model_options=tiny_text_model_options(),
-        epochs=1,
-        batch_size=6,
-        seed=0,
-        callbacks=[callback],
-    )
+    run = _fit_tiny_text(rows, callback)
     assert "all_minilm_l6_v2_precision_at_k" in run.metrics()["after"]
