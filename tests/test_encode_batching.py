@@ -6,10 +6,12 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from finetuner.backbones.text import TextPreprocessor
+from finetuner.errors import PluginError
 from finetuner.models import Preprocessor
 from finetuner.trainer import encode_items
 
@@ -114,3 +116,30 @@ def test_a_text_preprocessor_without_its_own_sizes_sorts_by_characters():
     out = encode_items(module, Lengths(), texts, batch_size=2)
     assert module.seen == [4.0, 3.0, 2.0, 1.0]
     assert out[:, 0].tolist() == [2.0, 4.0, 1.0, 3.0]
+
+
+class BrokenSizes(Preprocessor):
+    modality = "text"
+
+    def __init__(self, sizes) -> None:
+        self._sizes = sizes
+
+    def __call__(self, values):
+        return torch.tensor([[float(len(v))] for v in values])
+
+    def sizes(self, values):
+        return self._sizes
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ([3, 1], r"BrokenSizes\.sizes\(\) must return one finite number per item; for 3 items"),
+        ([[1, 2, 3]], r"for 3 items it returned shape \(1, 3\)"),
+        (["long", "short", "x"], r"BrokenSizes\.sizes\(\) must return one number per item"),
+        ([1.0, float("nan"), 2.0], r"with NaN or infinity\. Return None to keep the items"),
+    ],
+)
+def test_a_preprocessor_whose_sizes_do_not_fit_its_items_is_named(sizes, message):
+    with pytest.raises(PluginError, match=message):
+        encode_items(SeenInOrder(), BrokenSizes(sizes), ["ab", "abcd", "a"], batch_size=2)

@@ -1333,6 +1333,23 @@ class _Slices:
         return self.values[i * self.size : (i + 1) * self.size]
 
 
+def _item_sizes(preprocess: Any, cost: Any, count: int) -> np.ndarray:
+    """*cost* from ``preprocess.sizes`` as one number per item, or a PluginError: a wrong
+    count would drop or repeat items when they are put in order."""
+    where = f"{type(preprocess).__name__}.sizes()"
+    try:
+        sizes = np.asarray(cost, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"{where} must return one number per item: {exc}.") from exc
+    if sizes.shape != (count,) or not np.isfinite(sizes).all():
+        raise PluginError(
+            f"{where} must return one finite number per item; for {count} items it returned "
+            f"shape {sizes.shape}{'' if np.isfinite(sizes).all() else ' with NaN or infinity'}. "
+            "Return None to keep the items in order."
+        )
+    return sizes
+
+
 def encode_items(
     module: nn.Module,
     preprocess: Any,
@@ -1354,7 +1371,7 @@ def encode_items(
     )
     if cost is not None:
         # largest items first, so each batch pads to similar lengths; the order is restored below
-        order = np.argsort(-np.asarray(cost, dtype=np.int64), kind="stable")
+        order = np.argsort(-_item_sizes(preprocess, cost, len(values)), kind="stable")
         values = [values[i] for i in order]
     slices = _Slices(values, batch_size)
     batches: Any = (preprocess(slices[i]) for i in range(len(slices)))
