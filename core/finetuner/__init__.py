@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import _compat
 from ._version import __version__
 from .errors import (
     ConfigError,
@@ -98,6 +99,8 @@ _LAZY = {
 }
 
 
+_compat.install()
+
 _SUBMODULES = frozenset(
     {
         "artifacts",
@@ -125,6 +128,8 @@ _SUBMODULES = frozenset(
         "runs",
         "testing",
         "trainer",
+        *(name.rpartition(".")[2] for name in _compat.MOVED),
+        *(name.rpartition(".")[2] for name in _compat.MOVED_PACKAGES),
     }
 )
 

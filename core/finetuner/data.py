@@ -32,6 +32,7 @@ __all__ = [
     "Column",
     "Dataset",
     "RandomBatchSampler",
+    "encodable_values",
     "load_dataset",
     "split_dataset",
 ]
@@ -555,6 +556,64 @@ def _from_name(value: str, name: str) -> Dataset:
         f"{', '.join(names)} (push your own with finetuner.push_data(name, data))."
         f"{close_matches_hint(value, names)}"
     )
+
+
+def _doc_value(doc: Any, modality: str, where: str) -> Any:
+    items = _doc_items(doc, where)
+    for kind, value in items:
+        if kind == modality or (modality == "image" and kind == "tensor"):
+            return value
+    found = ", ".join(kind for kind, _ in items) or "nothing"
+    raise DataError(f"{where} (id {doc.id}) holds {found}; this model embeds {modality} items.")
+
+
+def encodable_values(data: Any, modality: str) -> tuple[Any, Any]:
+    """The raw items of *data* for a model that embeds *modality* items, plus the DocList whose
+    ``embedding`` fields to fill (or ``None``).
+
+    *data* is a :class:`Dataset`, a ``DocList``, a tensor or numpy array, or a list of texts,
+    image paths or tensors; raises :class:`~finetuner.errors.DataError` for anything else.
+    """
+    from docarray import DocList
+
+    if isinstance(data, Dataset):
+        return data.column(modality if modality != TENSOR else None).columns[0].values, None
+    if isinstance(data, DocList):
+        if len(data) > 0 and not hasattr(data[0], "embedding"):
+            raise DataError(
+                f"documents of type {type(data[0]).__name__} have no `embedding` field to fill; "
+                "use finetuner.Document or add `embedding: AnyEmbedding | None = None`."
+            )
+        values = [_doc_value(doc, modality, f"data[{i}]") for i, doc in enumerate(data)]
+        return (_stack_tensors(values) if modality == TENSOR else values), data
+    if isinstance(data, torch.Tensor):
+        return data.to(torch.float32), None
+    if isinstance(data, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), None
+    if isinstance(data, str):
+        raise DataError("encode takes a list of texts, not one string: encode(model, [text]).")
+    if isinstance(data, (list, tuple)):
+        if not data:
+            return [], None
+        if all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data):
+            return _stack_tensors(list(data)), None
+        if all(isinstance(t, (str, os.PathLike)) for t in data):
+            if modality == "text" and all(isinstance(t, str) for t in data):
+                return list(data), None
+            if modality == "image":
+                return [_item_of(t, f"data[{i}]")[1] for i, t in enumerate(data)], None
+            raise DataError(
+                "this model takes tensors, not strings; texts need a text model and image "
+                "paths an image model (see finetuner.describe_models())."
+            )
+    raise DataError(
+        f"cannot encode data of type {type(data).__name__}: pass a DocList, a list of texts or "
+        "image paths, a tensor, a numpy array or a list of tensors."
+    )
+
+
+def _stack_tensors(values: list[Any]) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.float32) for t in values])
 
 
 def split_dataset(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -11,6 +11,7 @@ __all__ = [
     "ExperimentNotFoundError",
     "FinetunerError",
     "PluginError",
+    "PluginWarning",
     "RunError",
     "RunFailedError",
     "RunInProgressError",
@@ -41,6 +42,10 @@ class PluginError(FinetunerError):
         super().__init__(message)
         self.plugin = plugin
         self.hook = hook
+
+
+class PluginWarning(UserWarning):
+    """A plugin or backbone entry point could not be loaded, or was skipped."""
 
 
 class RunError(FinetunerError):

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from .artifacts import load_model_records, rebuild_module
+from .data import encodable_values
+from .encoding import encode_items, resolve_device
 from .errors import ConfigError, DataError
 
 __all__ = ["EmbeddingModel", "build_model", "cos_sim", "encode", "get_model"]
@@ -32,7 +34,6 @@ class EmbeddingModel:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
         from .models import Preprocessor
-        from .trainer import resolve_device
 
         self.device = resolve_device(str(device)) if device is not None else resolve_device("auto")
         self.module = module.to(self.device).eval()
@@ -163,63 +164,6 @@ def build_model(
     )
 
 
-def _doc_value(doc: Any, modality: str, where: str) -> Any:
-    from .data import _doc_items
-
-    items = _doc_items(doc, where)
-    for kind, value in items:
-        if kind == modality or (modality == "image" and kind == "tensor"):
-            return value
-    found = ", ".join(kind for kind, _ in items) or "nothing"
-    raise DataError(f"{where} (id {doc.id}) holds {found}; this model embeds {modality} items.")
-
-
-def _values(data: Any, modality: str) -> tuple[Any, Any]:
-    """The raw items to embed, plus the DocList to fill (or None)."""
-    from docarray import DocList
-
-    from .data import TENSOR, Dataset, _item_of
-
-    if isinstance(data, Dataset):
-        return data.column(modality if modality != TENSOR else None).columns[0].values, None
-    if isinstance(data, DocList):
-        if len(data) > 0 and not hasattr(data[0], "embedding"):
-            raise DataError(
-                f"documents of type {type(data[0]).__name__} have no `embedding` field to fill; "
-                "use finetuner.Document or add `embedding: AnyEmbedding | None = None`."
-            )
-        values = [_doc_value(doc, modality, f"data[{i}]") for i, doc in enumerate(data)]
-        return (_stack_tensors(values) if modality == TENSOR else values), data
-    if isinstance(data, torch.Tensor):
-        return data.to(torch.float32), None
-    if isinstance(data, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), None
-    if isinstance(data, str):
-        raise DataError("encode takes a list of texts, not one string: encode(model, [text]).")
-    if isinstance(data, (list, tuple)):
-        if not data:
-            return [], None
-        if all(isinstance(t, (torch.Tensor, np.ndarray)) for t in data):
-            return _stack_tensors(list(data)), None
-        if all(isinstance(t, (str, os.PathLike)) for t in data):
-            if modality == "text" and all(isinstance(t, str) for t in data):
-                return list(data), None
-            if modality == "image":
-                return [_item_of(t, f"data[{i}]")[1] for i, t in enumerate(data)], None
-            raise DataError(
-                "this model takes tensors, not strings; texts need a text model and image "
-                "paths an image model (see finetuner.describe_models())."
-            )
-    raise DataError(
-        f"cannot encode data of type {type(data).__name__}: pass a DocList, a list of texts or "
-        "image paths, a tensor, a numpy array or a list of tensors."
-    )
-
-
-def _stack_tensors(values: list[Any]) -> torch.Tensor:
-    return torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.float32) for t in values])
-
-
 def encode(model: EmbeddingModel | torch.nn.Module, data: Any, batch_size: int = 32) -> Any:
     """Embed *data* with *model*.
 
@@ -228,7 +172,6 @@ def encode(model: EmbeddingModel | torch.nn.Module, data: Any, batch_size: int =
     float32 numpy array.
     """
     from .models import Preprocessor
-    from .trainer import encode_items
 
     if isinstance(model, EmbeddingModel):
         module, preprocessor, modality = model.module, model.preprocessor, model.modality
@@ -238,7 +181,7 @@ def encode(model: EmbeddingModel | torch.nn.Module, data: Any, batch_size: int =
         raise ConfigError(
             f"encode needs a model from get_model/build_model or a torch.nn.Module, got {type(model).__name__}."
         )
-    values, docs = _values(data, modality)
+    values, docs = encodable_values(data, modality)
     total = int(values.shape[0]) if isinstance(values, torch.Tensor) else len(values)
     embeddings = (
         encode_items(module, preprocessor, values, batch_size=batch_size)

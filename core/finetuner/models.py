@@ -216,7 +216,7 @@ def _entry_point_specs() -> dict[str, ModelSpec]:
         except Exception as exc:
             import warnings
 
-            from .plugins import PluginWarning
+            from .errors import PluginWarning
 
             warnings.warn(
                 f"backbone entry point '{ep.name}' ({ep.value}) failed to load and is skipped: "

@@ -30,7 +30,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, close_matches_hint
+from .errors import PluginError, PluginWarning, close_matches_hint
 
 __all__ = [
     "CALLBACKS_GROUP",
@@ -82,10 +82,6 @@ FIRST_PARTY_ENTRY_POINTS: dict[str, str] = {
 def first_party_distribution(name: str) -> str | None:
     """The distribution that ships a first-party callback, by class or entry-point name."""
     return FIRST_PARTY_CALLBACKS.get(FIRST_PARTY_ENTRY_POINTS.get(name, name))
-
-
-class PluginWarning(UserWarning):
-    """A plugin could not be loaded or was skipped."""
 
 
 def hook_names() -> list[str]:

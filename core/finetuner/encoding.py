@@ -1,0 +1,143 @@
+"""Running a model on data outside the training step: the device, eval mode, batched encoding.
+
+Shared by :func:`finetuner.encode` (after training) and ``ctx.encode`` (during a fit), so a
+model embeds data the same way in both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError, PluginError
+
+__all__ = ["encode_items", "evaluating", "resolve_device", "to_device"]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device='{device}' but no CUDA device is available; use device='auto' or 'cpu'."
+        )
+    return resolved
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Run a block with *modules* in eval mode and without gradients, then put each module
+    back in the mode it was in, even when the block raises."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A preprocessed batch (a tensor, or a dict of tensors) on *device*."""
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return batch
+
+
+class _Slices:
+    """*values* cut into consecutive batches of *size* (a map-style data set of batches)."""
+
+    def __init__(self, values: Any, size: int) -> None:
+        self.values, self.size = values, size
+        self.total = int(values.shape[0]) if isinstance(values, torch.Tensor) else len(values)
+
+    def __len__(self) -> int:
+        return math.ceil(self.total / self.size)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.values[i * self.size : (i + 1) * self.size]
+
+
+def _item_sizes(preprocess: Any, cost: Any, count: int) -> np.ndarray:
+    """*cost* from ``preprocess.sizes`` as one number per item, or a PluginError: a wrong
+    count would drop or repeat items when they are put in order."""
+    where = f"{type(preprocess).__name__}.sizes()"
+    try:
+        sizes = np.asarray(cost, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"{where} must return one number per item: {exc}.") from exc
+    if sizes.shape != (count,) or not np.isfinite(sizes).all():
+        raise PluginError(
+            f"{where} must return one finite number per item; for {count} items it returned "
+            f"shape {sizes.shape}{'' if np.isfinite(sizes).all() else ' with NaN or infinity'}. "
+            "Return None to keep the items in order."
+        )
+    return sizes
+
+
+def encode_items(
+    module: nn.Module,
+    preprocess: Any,
+    values: Any,
+    *,
+    batch_size: int,
+    device: torch.device | None = None,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """Embed *values* (a tensor, or a list of texts or images) in batches with *module* in
+    eval mode and without gradients; *preprocess* turns a slice of values into model input."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+    device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
+    order: np.ndarray | None = None
+    sizes = getattr(preprocess, "sizes", None)
+    cost = (
+        sizes(values) if callable(sizes) and isinstance(values, list) and len(values) > 1 else None
+    )
+    if cost is not None:
+        # largest items first, so each batch pads to similar lengths; the order is restored below
+        order = np.argsort(-_item_sizes(preprocess, cost, len(values)), kind="stable")
+        values = [values[i] for i in order]
+    slices = _Slices(values, batch_size)
+    batches: Any = (preprocess(slices[i]) for i in range(len(slices)))
+    if num_workers > 0 and len(slices) > 1:
+        from torch.utils.data import DataLoader
+
+        # batch_size=None: each slice is one batch, preprocessed in a worker
+        batches = DataLoader(
+            slices,  # type: ignore[arg-type]
+            batch_size=None,
+            collate_fn=preprocess,
+            num_workers=num_workers,
+        )
+    chunks = []
+    with evaluating(module):
+        for batch in batches:
+            out = module(to_device(batch, device))
+            chunks.append(out.detach().to("cpu", torch.float32))
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    embeddings = torch.cat(chunks).numpy()
+    if order is not None:
+        restored = np.empty_like(embeddings)
+        restored[order] = embeddings
+        return restored
+    return embeddings
