@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from finetuner.backbones.text import TextPreprocessor
+from finetuner.encoding import encode_items
 from finetuner.errors import PluginError
 from finetuner.models import Preprocessor
-from finetuner.trainer import encode_items
 
 
 def word_tokenizer_json() -> str:

@@ -185,89 +185,20 @@ def fit(
 ) -> Run:
     """Fine-tune *model* on *train_data* and return the finished :class:`~finetuner.runs.Run`.
 
-    :param model: a registry name (see :func:`describe_models`: ``"mlp"``, ``"resnet-base"``,
-        ``"sentence-transformers/all-MiniLM-L6-v2"``, ``"clip-base-en"``, ...), a local text
-        model folder, or any ``torch.nn.Module`` that maps a batch of tensors to a
-        ``(batch, dim)`` embedding tensor.
-    :param train_data: a CSV file (path or open file; see *csv_options*), the name of a pushed
-        or built-in data set, a docarray ``DocList`` (items in ``text``, ``uri``/``url`` or
-        ``tensor``, labels in ``tags['finetuner_label']`` or ``label``; a ``text`` with a
-        ``uri`` is a text-image pair; :class:`ScoredPair` and :class:`Triplet` documents) or a
-        list of ``(item, label)`` pairs, items being tensors, texts or image paths.
-    :param eval_data: data in the same form; its loss is reported as ``val_loss`` each epoch.
-    :param val_split: fraction of *train_data* held out as validation data when *eval_data* is
-        not given (``0 <= val_split < 1``), stratified by class.
-    :param model_options: options of a registry model, e.g. ``{"hidden_sizes": [128, 64]}``.
-    :param loss: a pytorch-metric-learning loss class name; *loss_options* are its arguments.
-        Losses that need ``num_classes`` or ``embedding_size`` get them filled in.
-    :param miner: a pytorch-metric-learning miner class name; *miner_options* its arguments.
-    :param optimizer: a ``torch.optim`` class name; *optimizer_options* its arguments.
-    :param learning_rate: overrides the ``lr`` of *optimizer_options*.
-    :param epochs: number of passes over the training data.
-    :param batch_size: items per batch (default 32, at most the size of the data).
-    :param scheduler: ``linear``, ``cosine``, ``cosine_with_restarts``, ``polynomial``,
-        ``constant`` or ``constant_with_warmup``; *scheduler_options*: ``num_warmup_steps``,
-        ``num_training_steps`` (``'auto'``), ``scheduler_step`` (``'batch'`` or ``'epoch'``),
-        ``num_cycles``, ``power``, ``lr_end``.
-    :param callbacks: callback instances (``finetuner.callback.<Class>(...)``).
-    :param description: a free-text note recorded in the run's config.
-    :param device: ``'auto'`` (CUDA when available, else Apple's MPS, else CPU), ``'cpu'``, ``'cuda'``, ...
-    :param num_workers: ``DataLoader`` worker processes for batching (0: in the main process).
-    :param num_items_per_class: items of each class per batch for the class-balanced sampler.
-    :param sampler: ``'auto'`` (class-balanced, or random for classification-style losses such
-        as ArcFace), ``'class'`` or ``'random'``.
-    :param run_name: name of the run (generated when ``None``); *experiment_name* groups runs
-        (``'default'``).
-    :param seed: seed of every random number generator used (drawn and recorded when ``None``).
-    :param runs_dir: the run store (default ``$FINETUNER_RUNS_DIR`` or ``./finetuner-runs``).
-    :param csv_options: a :class:`CSVOptions` (or a dict of its fields) for CSV data.
-    :param loss_optimizer: a ``torch.optim`` class name for the loss's own parameters (e.g. the
-        class centres of ``ArcFaceLoss``), with *loss_optimizer_options*; otherwise they train
-        with the model's optimizer.
-    :param model_artifact: an artifact (folder or zip) of an earlier run of the same model:
-        training starts from its weights.
-    :param to_onnx: also export each model to ``model.onnx`` in the artifact, checked against
-        torch (needs ``pip install "finetuner[onnx]"``).
-    :param resume: continue an interrupted run (its name, a :class:`Run` or its folder) from its
-        latest training checkpoint, with the same options it started with. Runs write
-        checkpoints when fit with the ``TrainingCheckpoint`` callback.
+    *model* is a registry name (:func:`describe_models`), a local text model folder or any
+    ``torch.nn.Module``; *train_data* and *eval_data* are CSV files, data set names, docarray
+    ``DocList`` objects or lists of ``(item, label)`` pairs. Every other option is described, with
+    its default and limits, by :class:`finetuner.config.FitConfig` (the options table of the
+    documentation is made from it). *resume* continues an interrupted run (its name, a
+    :class:`Run` or its folder) from its latest training checkpoint, with the options it
+    started with.
+
     :raises ConfigError: for invalid options, before anything runs.
     :raises DataError: for unusable data, before anything runs.
     """
+    options = dict(locals())  # first, while the locals are exactly the parameters
+    resume = options.pop("resume")
     from .config import validate_fit_options
-    from .trainer import Trainer
+    from .training import Trainer
 
-    options = {
-        "model": model,
-        "train_data": train_data,
-        "eval_data": eval_data,
-        "val_split": val_split,
-        "model_options": dict(model_options or {}),
-        "loss": loss,
-        "loss_options": dict(loss_options or {}),
-        "miner": miner,
-        "miner_options": dict(miner_options or {}),
-        "optimizer": optimizer,
-        "optimizer_options": dict(optimizer_options or {}),
-        "learning_rate": learning_rate,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "scheduler": scheduler,
-        "scheduler_options": dict(scheduler_options or {}),
-        "callbacks": list(callbacks or []),
-        "device": device,
-        "num_workers": num_workers,
-        "num_items_per_class": num_items_per_class,
-        "sampler": sampler,
-        "run_name": run_name,
-        "experiment_name": experiment_name,
-        "description": description,
-        "seed": seed,
-        "runs_dir": runs_dir,
-        "csv_options": csv_options,
-        "loss_optimizer": loss_optimizer,
-        "loss_optimizer_options": dict(loss_optimizer_options or {}),
-        "model_artifact": model_artifact,
-        "to_onnx": to_onnx,
-    }
     return Trainer(validate_fit_options(options), resume=resume).run()

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 
 __all__ = ["MOVED", "MOVED_PACKAGES", "install", "new_name"]
 
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    # the fit options
+    "finetuner.config_file": "finetuner.config.file",
+    # the training loop
+    "finetuner.trainer": "finetuner.training.trainer",
+    "finetuner.losses": "finetuner.training.losses",
+    "finetuner.optim": "finetuner.training.optim",
+}
 """Old module name -> the module that holds its names now."""
 
 MOVED_PACKAGES: dict[str, str] = {}

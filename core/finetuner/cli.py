@@ -20,8 +20,8 @@ __all__ = ["main"]
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .config_file import load_fit_config
-    from .trainer import Trainer
+    from .config import load_fit_config
+    from .training import Trainer
 
     overrides = {
         "runs_dir": args.runs_dir,
@@ -37,10 +37,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     import yaml
 
-    from .config_file import fit_config_from_options
+    from .config import fit_config_from_options
     from .errors import RunError
     from .runs import get_run
-    from .trainer import Trainer
+    from .training import Trainer
 
     run = get_run(args.run, experiment_name=args.experiment, runs_dir=args.runs_dir)
     source_file = run.path / "source.yml"

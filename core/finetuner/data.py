@@ -9,6 +9,7 @@ gathers raw items by index and preprocesses whole batches (in ``DataLoader`` wor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "Column",
     "Dataset",
     "RandomBatchSampler",
+    "align_classes",
     "encodable_values",
     "load_dataset",
     "split_dataset",
@@ -614,6 +616,20 @@ def encodable_values(data: Any, modality: str) -> tuple[Any, Any]:
 
 def _stack_tensors(values: list[Any]) -> torch.Tensor:
     return torch.stack([torch.as_tensor(np.asarray(t), dtype=torch.float32) for t in values])
+
+
+def align_classes(evaluation: Dataset, train: Dataset) -> Dataset:
+    """Re-code *evaluation*'s labels so equal labels share a code with *train*."""
+    code = {label: i for i, label in enumerate(train.classes)}
+    classes = list(train.classes)
+    mapping = []
+    for label in evaluation.classes:
+        if label not in code:
+            code[label] = len(classes)
+            classes.append(label)
+        mapping.append(code[label])
+    labels = np.asarray(mapping, dtype=np.int64)[evaluation.labels]
+    return dataclasses.replace(evaluation, labels=labels, classes=classes, _label_tensor=None)
 
 
 def split_dataset(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, close_matches_hint
+from ..errors import ConfigError, close_matches_hint
 
 __all__ = ["SCHEDULERS", "build_optimizer", "build_scheduler", "optimizer_names"]
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from .config import FIT_OPTIONS, FitConfig, validate_fit_options
-from .errors import ConfigError, FinetunerError, PluginError, close_matches_hint
+from ..errors import ConfigError, FinetunerError, PluginError, close_matches_hint
+from .options import FIT_OPTIONS, FitConfig, validate_fit_options
 
 __all__ = ["load_fit_config"]
 
@@ -53,7 +53,7 @@ def _callback_lines(text: str) -> list[int]:
 
 
 def _resolve_callback(spec: Any, where: str) -> Any:
-    from .plugins import FIRST_PARTY_CALLBACKS, discover, first_party_distribution, load
+    from ..plugins import FIRST_PARTY_CALLBACKS, discover, first_party_distribution, load
 
     if isinstance(spec, str):
         name, options = spec, {}

@@ -1,0 +1,366 @@
+"""The options of :func:`finetuner.fit`: one declaration, :class:`FitConfig`, is their source.
+
+Each option's type, default, limits and description are declared once, here. Everything else
+reads them from :class:`FitConfig`: validation (Python API and config files), the options a
+resumed run must keep (:func:`resume_checked_options`), what a run records in its config
+(:func:`recorded_options`), and the options table of the documentation (:func:`option_rows`).
+A test checks that the signature of :func:`finetuner.fit` agrees with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonDict
+
+from ..csv_data import as_csv_options  # integrator: becomes ..data after the data move
+from ..errors import ConfigError, close_matches_hint
+
+__all__ = [
+    "FIT_OPTIONS",
+    "FitConfig",
+    "describe_data",
+    "format_validation_error",
+    "option_rows",
+    "recorded_options",
+    "resume_checked_options",
+    "validate_fit_options",
+]
+
+# What the extra keys of an option's Field say (json_schema_extra):
+#   resume: "match"   a resumed run must use the value it started with
+#   record: "data"    recorded as a description of the data, not the data itself
+#   record: False     not recorded in the run's config (a machine-local setting)
+_MATCH: JsonDict = {"resume": "match"}
+_DATA: JsonDict = {"record": "data"}
+_UNRECORDED: JsonDict = {"record": False}
+
+_CONTAINER_OPTIONS = (
+    "model_options",
+    "loss_options",
+    "miner_options",
+    "optimizer_options",
+    "scheduler_options",
+    "loss_optimizer_options",
+    "callbacks",
+)
+
+
+class FitConfig(BaseModel):
+    """Every option of :func:`finetuner.fit`, with its type, default, limits and meaning."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    model: Any = Field(
+        description="A registry name (`finetuner.describe_models()`: `mlp`, `resnet-base`, "
+        "`sentence-transformers/all-MiniLM-L6-v2`, `clip-base-en`, ...), a local text model "
+        "folder, or any `torch.nn.Module` mapping a batch to a `(batch, dim)` embedding tensor.",
+        json_schema_extra=_MATCH,
+    )
+    train_data: Any = Field(
+        description="A CSV file (path or open file; see `csv_options`), the name of a pushed or "
+        "built-in data set, a docarray `DocList`, or a list of `(item, label)` pairs; items are "
+        "tensors, texts or image paths.",
+        json_schema_extra=_DATA,
+    )
+    eval_data: Any = Field(
+        None,
+        description="Data in the same forms; its loss is reported as `val_loss` each epoch.",
+        json_schema_extra=_DATA,
+    )
+    val_split: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of `train_data` held out as validation data when `eval_data` is "
+        "not given, stratified by class.",
+    )
+    model_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of a registry model, e.g. `{'hidden_sizes': [128, 64]}`.",
+    )
+    loss: str = Field(
+        "TripletMarginLoss",
+        description="A pytorch-metric-learning loss class name, or `CLIPLoss`, "
+        "`CosineSimilarityLoss`, `MarginMSELoss`; losses needing `num_classes` or "
+        "`embedding_size` get them filled in.",
+        json_schema_extra=_MATCH,
+    )
+    loss_options: dict[str, Any] = Field(default_factory=dict, description="Arguments of the loss.")
+    miner: str | None = Field(
+        None, description="A pytorch-metric-learning miner class name.", json_schema_extra=_MATCH
+    )
+    miner_options: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the miner."
+    )
+    optimizer: str = Field(
+        "Adam", description="A `torch.optim` class name.", json_schema_extra=_MATCH
+    )
+    optimizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the optimizer."
+    )
+    learning_rate: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="Overrides the `lr` of `optimizer_options`.",
+        json_schema_extra=_MATCH,
+    )
+    epochs: int = Field(
+        5, ge=0, le=100_000, strict=True, description="Passes over the training data."
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=2,
+        strict=True,
+        description="Items per batch (default 32, at most the size of the data).",
+        json_schema_extra=_MATCH,
+    )
+    scheduler: str | None = Field(
+        None,
+        description="`linear`, `cosine`, `cosine_with_restarts`, `polynomial`, `constant` or "
+        "`constant_with_warmup`.",
+        json_schema_extra=_MATCH,
+    )
+    scheduler_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`num_warmup_steps`, `num_training_steps` (`'auto'`), `scheduler_step` "
+        "(`'batch'` or `'epoch'`), `num_cycles`, `power`, `lr_end`.",
+    )
+    callbacks: list[Any] = Field(
+        default_factory=list,
+        description="Callback instances (`finetuner.callback.<Class>(...)`); in config files, "
+        "names with their options.",
+    )
+    device: str = Field(
+        "auto",
+        description="`'auto'` (CUDA when available, else Apple's MPS, else the CPU), `'cpu'`, "
+        "`'cuda'`, `'cuda:N'`, ...",
+    )
+    num_workers: int = Field(
+        0,
+        ge=0,
+        strict=True,
+        description="`DataLoader` worker processes for batching (0: in the main process).",
+    )
+    num_items_per_class: int = Field(
+        4,
+        ge=2,
+        strict=True,
+        description="Items of each class per batch for the class-balanced sampler.",
+        json_schema_extra=_MATCH,
+    )
+    sampler: Literal["auto", "class", "random"] = Field(
+        "auto",
+        description="`'auto'` (class-balanced, or random for classification-style losses such "
+        "as ArcFace), `'class'` or `'random'`.",
+        json_schema_extra=_MATCH,
+    )
+    run_name: str | None = Field(None, description="Name of the run (generated when not given).")
+    experiment_name: str | None = Field(
+        None, description="The experiment that groups runs (`'default'`)."
+    )
+    description: str | None = Field(
+        None, description="A free-text note recorded in the run's config."
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        strict=True,
+        description="Seed of every random number generator used (drawn and recorded when not "
+        "given; a resumed run keeps its own).",
+    )
+    runs_dir: str | os.PathLike[str] | None = Field(
+        None,
+        description="The run store (default `$FINETUNER_RUNS_DIR` or `./finetuner-runs`).",
+        json_schema_extra=_UNRECORDED,
+    )
+    csv_options: Any = Field(
+        None, description="A `CSVOptions` (or a dict of its fields) for CSV data."
+    )
+    loss_optimizer: str | None = Field(
+        None,
+        description="A `torch.optim` class name for the loss's own parameters (e.g. the class "
+        "centres of `ArcFaceLoss`); otherwise they train with the model's optimizer.",
+    )
+    loss_optimizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the loss optimizer."
+    )
+    model_artifact: str | os.PathLike[str] | None = Field(
+        None,
+        description="An artifact (folder or zip) of an earlier run of the same model: training "
+        "starts from its weights.",
+    )
+    to_onnx: bool = Field(
+        False,
+        description="Also export each model to `model.onnx` in the artifact, checked against "
+        'torch (needs `pip install "finetuner[onnx]"`).',
+    )
+
+    @field_validator(*_CONTAINER_OPTIONS, mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return [] if info.field_name == "callbacks" else {}
+        return value
+
+    @field_validator("csv_options")
+    @classmethod
+    def _csv_options(cls, value: Any) -> Any:
+        return as_csv_options(value)
+
+    @field_validator("model")
+    @classmethod
+    def _model_kind(cls, value: Any) -> Any:
+        if isinstance(value, str) or isinstance(value, torch.nn.Module):
+            return value
+        if isinstance(value, type) and issubclass(value, torch.nn.Module):
+            raise ValueError(
+                f"got the class {value.__name__}; pass an instance, e.g. {value.__name__}(...)"
+            )
+        raise ValueError(f"expected a model name or a torch.nn.Module, got {type(value).__name__}")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"'{value}' is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+            ) from exc
+        return value
+
+
+FIT_OPTIONS: tuple[str, ...] = tuple(FitConfig.model_fields)
+
+
+def _extra(field: FieldInfo) -> Mapping[str, Any]:
+    extra = field.json_schema_extra
+    return extra if isinstance(extra, Mapping) else {}
+
+
+def resume_checked_options() -> tuple[str, ...]:
+    """The options a resumed run must keep: changing them would train another model."""
+    return tuple(
+        name for name, field in FitConfig.model_fields.items() if _extra(field).get("resume")
+    )
+
+
+def describe_data(data: Any) -> Any:
+    """A JSON-friendly description of a data argument for the recorded config."""
+    if data is None:
+        return None
+    if isinstance(data, (str, Path)):
+        return str(data)
+    kind = type(data).__name__
+    try:
+        size = len(data)
+    except TypeError:
+        size = None
+    return {"type": kind, "size": size}
+
+
+def _recorded_value(value: Any, field: FieldInfo) -> Any:
+    if _extra(field).get("record") == "data":
+        return describe_data(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def recorded_options(config: FitConfig, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config record: every recorded option, in declaration order, with the values
+    the trainer *resolved* (the batch size it chose, the seed it drew, ...) in place of the
+    given ones, and data described rather than copied."""
+    unknown = set(resolved) - set(FIT_OPTIONS)
+    if unknown:
+        raise ValueError(f"resolved values for unknown options: {', '.join(sorted(unknown))}")
+    record: dict[str, Any] = {}
+    for name, field in FitConfig.model_fields.items():
+        if _extra(field).get("record") is False:
+            continue
+        if name in resolved:
+            record[name] = resolved[name]
+        else:
+            record[name] = _recorded_value(getattr(config, name), field)
+    return record
+
+
+def _limits(field: FieldInfo) -> str:
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [
+        f"{words[key]} {getattr(item, key)}"
+        for item in field.metadata
+        for key in words
+        if getattr(item, key, None) is not None
+    ]
+    return ", ".join(parts)
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    return "`None`" if value is None else f"`{value!r}`"
+
+
+def option_rows() -> list[dict[str, str]]:
+    """One row per option for the documentation: name, default, limits, resume rule, meaning."""
+    return [
+        {
+            "option": name,
+            "default": _default(field),
+            "limits": _limits(field),
+            "on resume": "must match" if _extra(field).get("resume") else "",
+            "meaning": field.description or "",
+        }
+        for name, field in FitConfig.model_fields.items()
+    ]
+
+
+def format_validation_error(
+    exc: ValidationError, *, source: str | None = None, lines: Mapping[str, int] | None = None
+) -> str:
+    """One readable message for a pydantic error: option, problem, given value, and for config
+    files the file and line."""
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error["loc"]) or "(options)"
+        top = str(error["loc"][0]) if error["loc"] else ""
+        where = f"option '{loc}'"
+        if source is not None:
+            line = (lines or {}).get(top)
+            where = f"{source}{f':{line}' if line else ''}: option '{loc}'"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown option" + close_matches_hint(top, FIT_OPTIONS)
+            parts.append(f"{where}: {message}")
+            continue
+        given = error.get("input")
+        shown = repr(given) if not isinstance(given, Mapping) and len(repr(given)) < 80 else None
+        parts.append(f"{where}: {message}" + (f" (got {shown})" if shown is not None else ""))
+    return "; ".join(parts)
+
+
+def validate_fit_options(
+    options: Mapping[str, Any], *, source: str | None = None, lines: Mapping[str, int] | None = None
+) -> FitConfig:
+    """Validate *options* into a :class:`FitConfig` or raise one clear ``ConfigError``."""
+    try:
+        return FitConfig(**options)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source, lines=lines)) from None

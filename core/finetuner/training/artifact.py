@@ -1,0 +1,83 @@
+"""The artifact of a finished fit: its models' weights, the metadata to rebuild them, the
+config, versions and plugins, the metrics before and after, and optionally ONNX exports.
+
+The folder format itself belongs to :mod:`finetuner.models.artifact`; this module gathers what
+goes into it from the fit.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from ..artifacts import write_artifact  # integrator: ..models.artifact
+from ..onnx_export import export_onnx  # integrator: ..models.onnx
+from ..runs import Run
+from .setup import FitSetup
+
+__all__ = ["artifact_metadata", "export_onnx_models", "write_fit_artifact"]
+
+
+def export_onnx_models(setup: FitSetup, log: Any) -> dict[str, bytes]:
+    """Each model exported to ONNX and checked against torch on a batch of the data."""
+    data = setup.train_data
+    batch = data.take(list(range(min(4, len(data)))))
+    exported: dict[str, bytes] = {}
+    for name, items in zip(setup.routes, batch.items):
+        if name in exported:
+            continue
+        sample = setup.models.preprocessors[name](items)
+        exported[name] = export_onnx(setup.models.modules[name], sample)
+        log.info("model exported to ONNX", model=name, size_bytes=len(exported[name]))
+    return exported
+
+
+def artifact_metadata(
+    run: Run, device: torch.device, duration: float, registered: Sequence[Any]
+) -> dict[str, Any]:
+    """The artifact's ``metadata.yml``: the run, versions, device, duration and plugins used."""
+    return {
+        "run_name": run.name,
+        "experiment_name": run.experiment_name,
+        "finetuner_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(device),
+        "duration_s": round(duration, 3),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "plugins": [
+            {"name": r.name, "kind": r.kind, "distribution": r.distribution, "version": r.version}
+            for r in registered
+        ],
+    }
+
+
+def write_fit_artifact(
+    setup: FitSetup,
+    run: Run,
+    *,
+    config: Mapping[str, Any],
+    registered: Sequence[Any],
+    metrics: Mapping[str, Mapping[str, float]],
+    duration: float,
+    log: Any,
+) -> Path:
+    """Write the run's artifact folder, atomically, and return it."""
+    models = setup.models
+    return write_artifact(
+        run.artifact_dir,
+        models=models.modules,
+        model_metadata=models.metadata,
+        preprocessor_files={n: p.files() for n, p in models.preprocessors.items()},
+        onnx=export_onnx_models(setup, log) if setup.config.to_onnx else None,
+        config=dict(config),
+        metadata=artifact_metadata(run, setup.device, duration, registered),
+        metrics=dict(metrics),
+        examples=run.example_results(),
+    )

@@ -1,0 +1,74 @@
+"""The data of a fit: training and validation data loaded, checked against each other and
+against the loss, before any model is built."""
+
+from __future__ import annotations
+
+from ..config import FitConfig
+from ..data import KINDS, Dataset, align_classes, load_dataset, split_dataset
+from ..errors import DataError
+from .losses import PAIR_LOSSES
+
+__all__ = ["check_loss_fits", "load_fit_data"]
+
+_LOSS_HINTS = {
+    "labeled": "use a pytorch-metric-learning loss such as TripletMarginLoss or ArcFaceLoss.",
+    "pairs": "use loss='CLIPLoss' (or a pytorch-metric-learning loss).",
+    "scored": "use loss='CosineSimilarityLoss'.",
+    "triplets": "use loss='MarginMSELoss'.",
+}
+
+
+def check_loss_fits(loss: str, data: Dataset) -> None:
+    """The loss must train on the form of the data: class losses on labeled items (or
+    text-image pairs), the pair losses on their own forms."""
+    wanted = getattr(PAIR_LOSSES.get(loss), "data_kind", None)
+    if wanted is not None and data.kind != wanted:
+        raise DataError(
+            f"{loss} trains on {KINDS[wanted]}, but train_data holds {KINDS[data.kind]}; "
+            f"{_LOSS_HINTS[data.kind]}"
+        )
+    if wanted is None and data.kind in ("scored", "triplets"):
+        raise DataError(
+            f"{loss} learns from class labels, but train_data holds {KINDS[data.kind]}; "
+            f"{_LOSS_HINTS[data.kind]}"
+        )
+
+
+def _check_same_form(train: Dataset, evaluation: Dataset) -> None:
+    if (evaluation.kind, evaluation.modalities) != (train.kind, train.modalities):
+        raise DataError(
+            f"eval_data holds {KINDS[evaluation.kind]} ({', '.join(evaluation.modalities)}) "
+            f"but train_data holds {KINDS[train.kind]} ({', '.join(train.modalities)}); "
+            "they must be of one form."
+        )
+    if evaluation.item_shape != train.item_shape:
+        raise DataError(
+            f"eval_data items have shape {evaluation.item_shape} but train_data "
+            f"items have shape {train.item_shape}; they must match."
+        )
+
+
+def load_fit_data(config: FitConfig, seed: int) -> tuple[Dataset, Dataset | None]:
+    """``(train, validation)``: *config*'s data, with ``val_split`` held out (drawn with
+    *seed*) when there is no ``eval_data``, and validation labels coded like training's."""
+    options = config.csv_options
+    train = load_dataset(config.train_data, name="train_data", csv_options=options)
+    evaluation = (
+        load_dataset(config.eval_data, name="eval_data", csv_options=options)
+        if config.eval_data is not None
+        else None
+    )
+    check_loss_fits(config.loss, train)
+    if evaluation is None and config.val_split > 0:
+        train, evaluation = split_dataset(train, config.val_split, seed)
+    if train.kind == "labeled" and train.num_classes < 2:
+        raise DataError(
+            f"train_data has a single class ({train.classes[0]!r}); {config.loss} learns by "
+            "telling classes apart and needs items of at least two classes."
+        )
+    if evaluation is None:
+        return train, None
+    _check_same_form(train, evaluation)
+    if evaluation.labels is not None:
+        evaluation = align_classes(evaluation, train)
+    return train, evaluation

@@ -1,0 +1,298 @@
+"""The fit loop: the documented hook sequence, from ``finetuner_configure`` to
+``finetuner_on_fit_end`` (the order is in :mod:`finetuner.hookspecs`).
+
+It drives the pieces and owns no mechanics of its own: the epoch loop runs batches, the
+training step updates weights, the publisher evaluates then publishes, the resume module
+captures and restores state, the artifact module writes the artifact, and every stretch of
+work runs inside its :class:`~.failure.Phase`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import artifact_size  # integrator: ..models.artifact
+from ..checkpoint import write_checkpoint  # integrator: ..runs.checkpoints
+from ..context import TrainingContext
+from ..events import (
+    EpochEnded,
+    FitConfigured,
+    FitEnded,
+    FitStarted,
+    TrainEnded,
+    TrainEpochEnded,
+    ValidationEnded,
+    frozen_mapping,
+)
+from ..runs import Run, RunStatus
+from .artifact import write_fit_artifact
+from .epoch_loop import EpochLoop
+from .failure import Phase, PhaseTracker
+from .metrics import MetricsPublisher, collect_declarations, resolve_declarations
+from .randomness import restore_rng, seed_everything
+from .resume import capture_state, restore_state
+from .services import FitServices
+from .setup import FitSetup
+from .step import TrainingStep
+from .validation import validation_loss
+
+__all__ = ["FitLoop"]
+
+
+class FitLoop:
+    """One fit's hook sequence over a :class:`FitSetup`, for a run that has started."""
+
+    def __init__(
+        self,
+        setup: FitSetup,
+        *,
+        run: Run,
+        config: Mapping[str, Any],
+        plugin_manager: Any,
+        registered: Sequence[Any],
+        writer: Any,
+        runlog: Any,
+        phases: PhaseTracker,
+        resume_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.setup, self.registered = setup, registered
+        self.hook = plugin_manager.hook
+        self.writer, self.phases = writer, phases
+        self.log = runlog.logger("finetuner.trainer")
+        self.resume_state = resume_state
+        self.ctx = self._context(run, config, plugin_manager, runlog.logger("finetuner.run"))
+        self.step = TrainingStep(setup)
+        self.publisher = MetricsPublisher(self.hook, self.ctx, writer, phases)
+        self.epoch_loop = EpochLoop(setup, self.step, self.hook, self.ctx, self.publisher)
+        self.metrics_before: dict[str, float] = {}
+        self.metrics_after: dict[str, float] = {}
+        self._saved_epoch: int | None = None
+
+    def _context(
+        self, run: Run, config: Mapping[str, Any], plugin_manager: Any, logger: Any
+    ) -> TrainingContext:
+        setup = self.setup
+        services = FitServices(setup, self.writer)
+        return TrainingContext(
+            run=run,
+            config=frozen_mapping(config),
+            models=setup.models.modules,
+            device=setup.device,
+            plugin_manager=plugin_manager,
+            logger=logger,
+            optimizer=setup.optimizer,
+            scheduler=setup.scheduler,
+            loss=setup.loss,
+            train_data=setup.train_data,
+            eval_data=setup.eval_data,
+            epoch=-1,
+            epochs=setup.config.epochs,
+            steps_per_epoch=setup.steps_per_epoch,
+            model_names=dict(setup.models.plan.display_names),
+            model_modalities=dict(setup.models.plan.modalities),
+            _encode=services.encode,
+            _load_data=services.load_data,
+            _record_examples=services.record_examples,
+            _save_checkpoint=self.save_checkpoint,
+        )
+
+    # --- the sequence -------------------------------------------------------------------------
+
+    def run(self, started: float) -> None:
+        """Run the whole sequence; *started* is when the fit began (``time.perf_counter``)."""
+        seed_everything(self.setup.seed)
+        start_epoch = self._configure()
+        self._fit_begin(start_epoch)
+        self._before()
+        if self.resume_state is not None:
+            # Last, so nothing a plugin drew since the checkpoint shifts the random streams.
+            restore_rng(self.resume_state["rng"])
+        epochs_done = self._train(start_epoch)
+        self._train_end(epochs_done)
+        val_after = self._validate()
+        self.metrics_after = self.publisher.evaluate_and_publish(
+            "after", epoch=max(epochs_done - 1, 0), val_loss=val_after
+        )
+        duration = time.perf_counter() - started
+        artifact = self._artifact(duration)
+        self._fit_end(artifact, duration)
+        self.writer.set_status(
+            RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
+        )
+        self.log.info("run finished", duration_s=round(duration, 3))
+
+    def _configure(self) -> int:
+        """``finetuner_configure``, the declarations, and a checkpoint's state on resume;
+        returns the first epoch to run."""
+        ctx, run = self.ctx, self.ctx.run
+        with self.phases.enter(Phase.CONFIGURE):
+            returned = self.hook.finetuner_configure(
+                ctx=ctx,
+                event=FitConfigured(
+                    run_name=run.name,
+                    experiment_name=run.experiment_name,
+                    config=ctx.config,
+                    model_names=tuple(ctx.models),
+                ),
+            )
+            declarations = collect_declarations(returned, self.registered, ctx)
+            has_validation = self.setup.eval_data is not None
+            self.publisher.declare(
+                resolve_declarations(declarations, has_validation=has_validation)
+            )
+            if self.resume_state is None:
+                return 0
+            start_epoch = restore_state(self.resume_state, self.setup, ctx, self.registered)
+            self.writer.keep_metrics_through(start_epoch - 1)
+            return start_epoch
+
+    def _fit_begin(self, start_epoch: int) -> None:
+        ctx, run = self.ctx, self.ctx.run
+        with self.phases.enter(Phase.FIT_BEGIN):
+            self.hook.finetuner_on_fit_begin(
+                ctx=ctx,
+                event=FitStarted(
+                    run_name=run.name,
+                    experiment_name=run.experiment_name,
+                    epochs=self.setup.config.epochs,
+                    steps_per_epoch=self.setup.steps_per_epoch,
+                    start_epoch=start_epoch,
+                    metric_keys=ctx.metric_keys,
+                ),
+            )
+
+    def _before(self) -> None:
+        if self.resume_state is not None:
+            self.metrics_before = dict(self.resume_state.get("metrics_before") or {})
+            return
+        val_before = self._validate()
+        self.metrics_before = self.publisher.evaluate_and_publish(
+            "before", epoch=-1, val_loss=val_before
+        )
+
+    def _validate(self) -> float | None:
+        if self.setup.eval_data is None:
+            return None
+        with self.phases.enter(Phase.VALIDATE):
+            return validation_loss(self.setup, self.step)
+
+    def _train(self, start_epoch: int) -> int:
+        """The epochs, until the last or a requested stop; returns how many are done."""
+        ctx, epochs_done = self.ctx, start_epoch
+        stop = ctx.control.stop_requested
+        for epoch in range(start_epoch, self.setup.config.epochs):
+            if stop:
+                break
+            ctx.epoch = epoch
+            last_metrics = self._epoch(epoch)
+            epochs_done = epoch + 1
+            stop = ctx.control.stop_requested
+            self._epoch_end(epoch, last_metrics, stop)
+            if stop:
+                self.log.info(
+                    "training stopped",
+                    reason=ctx.control.stop_reason,
+                    epoch=epoch,
+                    by=ctx.control.stop_requested_by,
+                )
+        return epochs_done
+
+    def _epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch, validate, then evaluate and publish its metrics."""
+        setup, ctx = self.setup, self.ctx
+        with self.phases.enter(Phase.TRAIN):
+            train_loss = self.epoch_loop.run(epoch)
+            if setup.scheduler is not None and setup.scheduler_step == "epoch":
+                setup.scheduler.step()
+            self.hook.finetuner_on_train_epoch_end(
+                ctx=ctx,
+                event=TrainEpochEnded(
+                    epoch=epoch, train_loss=train_loss, steps=setup.steps_per_epoch
+                ),
+            )
+        val_loss = self._validate()
+        if val_loss is not None:
+            with self.phases.enter(Phase.VALIDATE):
+                self.hook.finetuner_on_validation_end(
+                    ctx=ctx, event=ValidationEnded(epoch=epoch, val_loss=val_loss)
+                )
+        return self.publisher.evaluate_and_publish(
+            "epoch", epoch, train_loss=train_loss, val_loss=val_loss
+        )
+
+    def _epoch_end(self, epoch: int, metrics: Mapping[str, float], stop: bool) -> None:
+        """``finetuner_on_epoch_end``, then the checkpoint a plugin requested, if none was
+        written at this epoch's end."""
+        ctx, control = self.ctx, self.ctx.control
+        with self.phases.enter(Phase.EPOCH_END):
+            self.hook.finetuner_on_epoch_end(
+                ctx=ctx,
+                event=EpochEnded(
+                    epoch=epoch,
+                    epochs=self.setup.config.epochs,
+                    step=ctx.step,
+                    metrics=metrics,
+                    stop_requested=stop,
+                    stop_reason=control.stop_reason,
+                    is_last=stop or epoch == self.setup.config.epochs - 1,
+                ),
+            )
+            if control.checkpoint_requested and self._saved_epoch != epoch:
+                self.save_checkpoint(reason=control.checkpoint_reason)
+            control._clear_checkpoint_request()
+
+    def _train_end(self, epochs_done: int) -> None:
+        control = self.ctx.control
+        with self.phases.enter(Phase.TRAIN_END):
+            self.hook.finetuner_on_train_end(
+                ctx=self.ctx,
+                event=TrainEnded(
+                    epochs_completed=epochs_done,
+                    step=self.ctx.step,
+                    stopped_early=control.stop_requested,
+                    stop_reason=control.stop_reason,
+                ),
+            )
+
+    def _artifact(self, duration: float) -> Path:
+        with self.phases.enter(Phase.ARTIFACT):
+            return write_fit_artifact(
+                self.setup,
+                self.ctx.run,
+                config=self.ctx.config,
+                registered=self.registered,
+                metrics={"before": self.metrics_before, "after": self.metrics_after},
+                duration=duration,
+                log=self.log,
+            )
+
+    def _fit_end(self, artifact: Path, duration: float) -> None:
+        run = self.ctx.run
+        with self.phases.enter(Phase.FIT_END):
+            self.hook.finetuner_on_fit_end(
+                ctx=self.ctx,
+                event=FitEnded(
+                    run_name=run.name,
+                    experiment_name=run.experiment_name,
+                    duration_s=duration,
+                    artifact_path=str(artifact),
+                    artifact_size_bytes=artifact_size(artifact),
+                    metrics_before=frozen_mapping(self.metrics_before),
+                    metrics_after=frozen_mapping(self.metrics_after),
+                ),
+            )
+
+    # --- for ctx ------------------------------------------------------------------------------
+
+    def save_checkpoint(self, reason: str | None = None) -> Path:
+        """Write a training checkpoint of the state at the end of ``ctx.epoch``."""
+        ctx = self.ctx
+        state = capture_state(self.setup, ctx, self.registered, self.metrics_before)
+        checkpoint = write_checkpoint(ctx.run.checkpoint_dir, ctx.epoch, state)
+        self._saved_epoch = ctx.epoch
+        fields = {"reason": reason} if reason else {}
+        self.log.info("checkpoint saved", epoch=ctx.epoch, path=str(checkpoint.path), **fields)
+        return checkpoint.path

@@ -1,0 +1,171 @@
+"""Resuming a run: which run, whether it may be resumed with these options, and the state a
+training checkpoint captures and restores.
+
+A checkpoint holds the models, the optimizers, the scheduler, the loss, the random number
+generators, ``ctx.control`` and every callback's ``state_dict``: with it, a resumed run trains
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..callback import Callback
+from ..checkpoint import list_checkpoints, load_checkpoint  # integrator: ..runs.checkpoints
+from ..config import FitConfig, resume_checked_options
+from ..errors import ConfigError, RunError, RunInProgressError
+from ..runs import Run, RunStatus, get_run
+from ..runs import _live_pid as live_pid  # integrator: ..runs.processes.live_pid
+from .randomness import capture_rng
+from .setup import FitSetup
+
+__all__ = [
+    "capture_state",
+    "check_resumable_config",
+    "choose_seed",
+    "find_resumed_run",
+    "load_resume_state",
+    "restore_state",
+]
+
+
+def find_resumed_run(resume: Any, config: FitConfig) -> Run:
+    """The run *resume* names (a name, a :class:`Run` or a run folder), if it can resume."""
+    if isinstance(resume, Run):
+        run = resume
+    elif isinstance(resume, (str, Path)) and (Path(resume) / "status.json").is_file():
+        run = Run(Path(resume))
+    elif isinstance(resume, str):
+        run = get_run(resume, experiment_name=config.experiment_name, runs_dir=config.runs_dir)
+    else:
+        raise ConfigError(
+            f"resume must be a run name, a Run or a run folder, not {type(resume).__name__}."
+        )
+    status = run.status()
+    if status["status"] == RunStatus.FINISHED.value:
+        raise RunError(
+            f"run '{run.name}' already finished; there is nothing to resume. Start a new run."
+        )
+    if status["status"] == RunStatus.STARTED.value and live_pid(status) not in (None, os.getpid()):
+        raise RunInProgressError(
+            f"run '{run.name}' is still running (pid {status.get('pid')}); stop it before resuming."
+        )
+    if not list_checkpoints(run.checkpoint_dir):
+        raise RunError(
+            f"run '{run.name}' has no checkpoint to resume from ({run.checkpoint_dir}); runs are "
+            "resumable when fit with the TrainingCheckpoint callback."
+        )
+    return run
+
+
+def choose_seed(config: FitConfig, resumed: Run | None) -> int:
+    """A resumed run's recorded seed, else the option, else a seed drawn from the system."""
+    if resumed is not None:
+        recorded = resumed.config.get("seed")
+        if config.seed is not None and recorded is not None and config.seed != recorded:
+            raise ConfigError(
+                f"seed={config.seed} differs from the seed {recorded} of run "
+                f"'{resumed.name}'; a resumed run keeps its seed (leave seed unset)."
+            )
+        if recorded is not None:
+            return int(recorded)
+    if config.seed is not None:
+        return config.seed
+    return random.SystemRandom().randrange(2**31)
+
+
+def check_resumable_config(
+    run: Run, recorded: Mapping[str, Any], current: Mapping[str, Any]
+) -> None:
+    """The options that must match (:func:`~finetuner.config.resume_checked_options`) do."""
+    changed = [
+        f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"
+        for key in resume_checked_options()
+        if key in recorded and recorded.get(key) != current.get(key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume run '{run.name}' with different options ({'; '.join(changed)}); "
+            "resume with the options it started with."
+        )
+
+
+def _shape_mismatch(mine: dict[str, tuple], theirs: dict[str, tuple]) -> str:
+    missing = sorted(set(mine) ^ set(theirs))
+    if missing:
+        return f"parameters only on one side: {', '.join(missing[:4])}"
+    shapes = sorted(k for k in set(mine) & set(theirs) if mine[k] != theirs[k])
+    return f"different shapes: {', '.join(f'{k} {theirs[k]} vs {mine[k]}' for k in shapes[:4])}"
+
+
+def load_resume_state(run: Run, models: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's latest checkpoint, checked against *models* (names and shapes)."""
+    latest = list_checkpoints(run.checkpoint_dir)[-1]
+    state = load_checkpoint(latest)
+    saved = state["models"]
+    for name, module in models.items():
+        if name not in saved:
+            raise ConfigError(f"the checkpoint '{latest.path}' holds no model '{name}'.")
+        mine = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in saved[name].items()}
+        if mine != theirs:
+            raise ConfigError(
+                f"the checkpoint '{latest.path}' was written by a different model "
+                f"({_shape_mismatch(mine, theirs)}); resume with the model the run started with."
+            )
+    return state
+
+
+def _optional_state(obj: Any) -> Any:
+    return obj.state_dict() if obj is not None else None
+
+
+def capture_state(
+    setup: FitSetup, ctx: Any, registered: Sequence[Any], metrics_before: Mapping[str, float]
+) -> dict[str, Any]:
+    """Everything a resumed run needs, at the end of epoch ``ctx.epoch``."""
+    return {
+        "epoch": ctx.epoch,
+        "step": ctx.step,
+        "seed": setup.seed,
+        "models": {name: m.state_dict() for name, m in setup.models.modules.items()},
+        "optimizer": setup.optimizer.state_dict(),
+        "loss_optimizer": _optional_state(setup.loss_optimizer),
+        "scheduler": _optional_state(setup.scheduler),
+        "loss": setup.loss.state_dict(),
+        "rng": capture_rng(),
+        "control": ctx.control.state_dict(),
+        "plugins": {
+            reg.name: reg.plugin.state_dict()
+            for reg in registered
+            if isinstance(reg.plugin, Callback)
+        },
+        "metrics_before": dict(metrics_before),
+    }
+
+
+def restore_state(
+    state: Mapping[str, Any], setup: FitSetup, ctx: Any, registered: Sequence[Any]
+) -> int:
+    """Load a checkpoint into the fit (the random generators are restored later, last);
+    returns the first epoch to run."""
+    for name, module in setup.models.modules.items():
+        module.load_state_dict(state["models"][name])
+    setup.optimizer.load_state_dict(state["optimizer"])
+    if setup.loss_optimizer is not None and state.get("loss_optimizer") is not None:
+        setup.loss_optimizer.load_state_dict(state["loss_optimizer"])
+    if setup.scheduler is not None and state.get("scheduler") is not None:
+        setup.scheduler.load_state_dict(state["scheduler"])
+    if state.get("loss") is not None:
+        setup.loss.load_state_dict(state["loss"])
+    ctx.control.load_state_dict(state.get("control") or {})
+    saved_plugins = state.get("plugins") or {}
+    for reg in registered:
+        if isinstance(reg.plugin, Callback) and reg.name in saved_plugins:
+            reg.plugin.load_state_dict(saved_plugins[reg.name])
+    ctx.step = int(state["step"])
+    return int(state["epoch"]) + 1

@@ -1,0 +1,45 @@
+"""How a fit batches its data: the batch size and the sampler the loss needs."""
+
+from __future__ import annotations
+
+from ..config import FitConfig
+from ..data import KINDS, ClassBalancedBatchSampler, Dataset, RandomBatchSampler
+from ..errors import ConfigError
+from .losses import CLASSIFICATION_LOSSES
+
+__all__ = ["DEFAULT_BATCH_SIZE", "Sampler", "batch_size_for", "build_sampler", "sampler_kind"]
+
+DEFAULT_BATCH_SIZE = 32
+
+Sampler = ClassBalancedBatchSampler | RandomBatchSampler
+
+
+def batch_size_for(config: FitConfig, data: Dataset) -> int:
+    """The batch size: the option (32 by default), at most the size of *data*, at least 2."""
+    return max(2, min(config.batch_size or DEFAULT_BATCH_SIZE, len(data)))
+
+
+def sampler_kind(config: FitConfig, data: Dataset) -> str:
+    """``'class'`` (class-balanced batches) or ``'random'``: the option, or for ``'auto'``
+    class-balanced for label losses on labeled data and random otherwise."""
+    labeled = data.kind == "labeled"
+    if config.sampler == "class" and not labeled:
+        raise ConfigError(
+            f"sampler='class' needs class labels, but train_data holds "
+            f"{KINDS[data.kind]}; use sampler='auto' or 'random'."
+        )
+    if config.sampler != "auto":
+        return config.sampler
+    if not labeled or config.loss in CLASSIFICATION_LOSSES:
+        return "random"
+    return "class"
+
+
+def build_sampler(
+    kind: str, data: Dataset, batch_size: int, num_items_per_class: int, seed: int
+) -> Sampler:
+    """Batches of *data* of *kind*; the order of each epoch depends only on (seed, epoch)."""
+    if kind == "class":
+        assert data.labels is not None
+        return ClassBalancedBatchSampler(data.labels, batch_size, num_items_per_class, seed)
+    return RandomBatchSampler(len(data), min(batch_size, len(data)), seed)

@@ -1,0 +1,55 @@
+"""What ``ctx`` does for plugins during a fit: encode data with the current weights, load data
+the way the fit does, and record example results in the run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..data import TENSOR, Dataset, encodable_values, load_dataset
+from ..encoding import encode_items
+from ..errors import ConfigError
+from .model_setup import MODEL_NAME
+from .setup import FitSetup
+
+__all__ = ["FitServices"]
+
+
+class FitServices:
+    """The implementations behind ``ctx.encode``, ``ctx.load_data`` and
+    ``ctx.record_examples`` for one fit."""
+
+    def __init__(self, setup: FitSetup, writer: Any) -> None:
+        self.setup, self.writer = setup, writer
+
+    def load_data(self, data: Any, name: str) -> Dataset:
+        return load_dataset(data, name=name, csv_options=self.setup.config.csv_options)
+
+    def encode(
+        self, data: Any, *, model: str | None, batch_size: int, num_workers: int
+    ) -> np.ndarray:
+        models = self.setup.models
+        name = model or MODEL_NAME
+        if name not in models.modules:
+            raise ConfigError(
+                f"no model named '{name}' in this fit; models: {', '.join(models.modules)}."
+            )
+        modality = models.metadata[name]["modality"]
+        if isinstance(data, (list, tuple)) and data and not isinstance(data[0], (list, tuple)):
+            values = encodable_values(data, modality)[0]  # bare texts, image paths or tensors
+        else:
+            dataset = data if isinstance(data, Dataset) else self.load_data(data, "data")
+            values = dataset.column(modality if modality != TENSOR else None).columns[0].values
+        return encode_items(
+            models.modules[name],
+            models.preprocessors[name],
+            values,
+            batch_size=batch_size,
+            device=self.setup.device,
+            num_workers=num_workers,
+        )
+
+    def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
+        self.writer.record_examples(stage, examples)
