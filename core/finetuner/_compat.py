@@ -19,10 +19,17 @@ from collections.abc import Sequence
 
 __all__ = ["MOVED", "MOVED_PACKAGES", "install", "new_name"]
 
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    "finetuner.artifacts": "finetuner.models.artifact",
+    "finetuner.images": "finetuner.models.images",
+    "finetuner.inference": "finetuner.models.inference",
+    "finetuner.onnx_export": "finetuner.models.onnx",
+}
 """Old module name -> the module that holds its names now."""
 
-MOVED_PACKAGES: dict[str, str] = {}
+MOVED_PACKAGES: dict[str, str] = {
+    "finetuner.backbones": "finetuner.models.backbones",
+}
 """Old package name -> new package name; every submodule moves with it."""
 
 

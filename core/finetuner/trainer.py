@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .artifacts import artifact_size, write_artifact
 from .callback import Callback
 from .checkpoint import (
     capture_rng,
@@ -84,6 +83,7 @@ from .losses import (
     validate_miner_name,
 )
 from .models import ModelSpec, Preprocessor, get_spec
+from .models.artifact import artifact_size, write_artifact
 from .optim import build_optimizer, build_scheduler, validate_optimizer_name, validate_scheduler
 from .plugins import build_plugin_manager
 from .runs import Run, RunStatus, create_run
@@ -144,9 +144,9 @@ class Trainer:
             )
         self.callbacks = self._check_callbacks(config.callbacks)
         if config.to_onnx:
-            from .onnx_export import _require_onnx
+            from .models.onnx import require_onnx
 
-            _require_onnx()  # missing onnx fails now, not after training
+            require_onnx()  # missing onnx fails now, not after training
 
     # --- building ---------------------------------------------------------------------------
 
@@ -341,7 +341,7 @@ class Trainer:
 
     def _load_model_artifact(self, artifact: Any) -> None:
         """Start from the weights of an earlier run's artifact (``model_artifact=``)."""
-        from .artifacts import load_model_records, load_weights
+        from .models.artifact import load_model_records, load_weights
 
         records = {r.name: r for r in load_model_records(artifact)[0]}
         for name, module in self.models.items():
@@ -600,9 +600,9 @@ class Trainer:
             config["run_name"] = run.name
             if self.source is not None:
                 from ._io import atomic_write_text
-                from .artifacts import _dump_yaml
+                from .models.artifact import dump_yaml
 
-                atomic_write_text(run.path / "source.yml", _dump_yaml(self.source))
+                atomic_write_text(run.path / "source.yml", dump_yaml(self.source))
         self.run_obj = run
         from ._runlog import RunLog
 
@@ -1178,7 +1178,7 @@ class Trainer:
 
     def _export_onnx(self) -> dict[str, bytes]:
         """Each model exported to ONNX and checked against torch on a batch of the data."""
-        from .onnx_export import export_onnx
+        from .models.onnx import export_onnx
 
         batch = self.train_data.take(list(range(min(4, len(self.train_data)))))
         exported = {}

@@ -26,9 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, DataError, FinetunerError
+from ..errors import ConfigError, DataError, FinetunerError
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxModule", "export_onnx", "onnx_available"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OnnxModule",
+    "export_onnx",
+    "onnx_available",
+    "require_onnx",
+]
 
 OUTPUT_NAME = "embeddings"
 """The name of the exported model's output."""
@@ -47,7 +54,7 @@ _NUMPY_TYPES = {
 ModelInput: TypeAlias = torch.Tensor | Mapping[str, torch.Tensor]
 
 
-def _require_onnx() -> tuple[Any, Any]:
+def require_onnx() -> tuple[Any, Any]:
     """The ``onnx`` and ``onnxruntime`` modules, or a ConfigError saying how to install them."""
     try:
         import onnx
@@ -63,14 +70,14 @@ def _require_onnx() -> tuple[Any, Any]:
 def onnx_available() -> bool:
     """Whether onnx and onnxruntime can be imported, so :func:`export_onnx` can run."""
     try:
-        _require_onnx()
+        require_onnx()
     except ConfigError:
         return False
     return True
 
 
 def _session(model: bytes, providers: Sequence[str]) -> Any:
-    _, onnxruntime = _require_onnx()
+    _, onnxruntime = require_onnx()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: no notes about unused initializers
     return onnxruntime.InferenceSession(model, sess_options=options, providers=list(providers))
@@ -197,7 +204,7 @@ def export_onnx(
     exporter's warnings are kept back; the first tracer warning (file and line) is part of the
     error when the check fails.
     """
-    onnx, _ = _require_onnx()
+    onnx, _ = require_onnx()
     if isinstance(module, (nn.ModuleDict, nn.ModuleList)):
         raise ConfigError(
             f"export_onnx: got a {type(module).__name__} of towers; export each tower on its own "

@@ -28,10 +28,19 @@ from typing import Any
 import torch
 import yaml
 
-from ._io import atomic_write_bytes, atomic_write_text, replace_dir
-from .errors import ConfigError, RunError
+from .._io import atomic_write_bytes, atomic_write_text, replace_dir
+from ..errors import ConfigError, RunError
+from .registry import get_spec
 
-__all__ = ["ModelRecord", "artifact_size", "load_model_records", "write_artifact"]
+__all__ = [
+    "ModelRecord",
+    "artifact_size",
+    "dump_yaml",
+    "load_model_records",
+    "load_weights",
+    "rebuild_module",
+    "write_artifact",
+]
 
 FORMAT_VERSION = 1
 
@@ -49,7 +58,9 @@ class ModelRecord:
     """The ONNX export, when the run was fit with ``to_onnx=True``."""
 
 
-def _dump_yaml(obj: Any) -> str:
+def dump_yaml(obj: Any) -> str:
+    """*obj* as YAML for the artifact's files: keys in their order, values made plain (see
+    :func:`_plain`), so ``yaml.safe_load`` reads it back."""
     return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True)
 
 
@@ -91,20 +102,20 @@ def write_artifact(
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "models").mkdir(parents=True)
-    atomic_write_text(tmp / "config.yml", _dump_yaml(config))
+    atomic_write_text(tmp / "config.yml", dump_yaml(config))
     atomic_write_text(
-        tmp / "metadata.yml", _dump_yaml({"format_version": FORMAT_VERSION, **metadata})
+        tmp / "metadata.yml", dump_yaml({"format_version": FORMAT_VERSION, **metadata})
     )
-    atomic_write_text(tmp / "metrics.yml", _dump_yaml(metrics))
+    atomic_write_text(tmp / "metrics.yml", dump_yaml(metrics))
     if examples:
-        atomic_write_text(tmp / "example-results.yml", _dump_yaml(examples))
+        atomic_write_text(tmp / "example-results.yml", dump_yaml(examples))
     for name, module in models.items():
         folder = tmp / "models" / name
         folder.mkdir(parents=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
         save_file(_dedupe_shared(state), str(folder / "model.safetensors"))
         atomic_write_text(
-            folder / "metadata.yml", _dump_yaml({"name": name, **model_metadata[name]})
+            folder / "metadata.yml", dump_yaml({"name": name, **model_metadata[name]})
         )
         files = (preprocessor_files or {}).get(name) or {}
         if files:
@@ -209,8 +220,6 @@ def load_model_records(
 
 def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -> torch.nn.Module:
     """Rebuild a model from the registry (or fill the given *module*) and load its weights."""
-    from .models import get_spec
-
     registry_name = record.metadata.get("registry_name")
     if module is None:
         if not registry_name:

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, DataError
-from ..models import ModelSpec, Preprocessor, is_text_list
+from ...errors import ConfigError, DataError
+from ..spec import ModelSpec, Preprocessor, is_text_list
 from .common import EmbeddingHead, check_options, check_output_dim
 
 __all__ = ["SPECS", "TextEncoder", "TextPreprocessor", "resolve_text_model", "text_spec"]

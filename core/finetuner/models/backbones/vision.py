@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError, close_matches_hint
-from ..models import ModelSpec, Preprocessor
+from ...errors import ConfigError, close_matches_hint
+from ..images import ImagePreprocessor
+from ..spec import ModelSpec, Preprocessor
 from .common import EmbeddingHead, check_freeze, check_options, check_output_dim
 
 __all__ = [
@@ -592,8 +593,6 @@ def _builder(variant: _Variant) -> Callable[[Mapping[str, Any]], nn.Module]:
 def _preprocessor(
     options: Mapping[str, Any], tower: str | None, files: Mapping[str, bytes] | None
 ) -> Preprocessor:
-    from ..images import ImagePreprocessor
-
     return ImagePreprocessor(height=options["image_size"], width=options["image_size"])
 
 
