@@ -3,7 +3,9 @@
 their heavy libraries (transformers, tokenizers, safetensors) load only when a model is built.
 
 - :mod:`.common`: option checking, the projection head and freezing, shared by all of them.
-- :mod:`.vision`: the image backbones (ResNet, EfficientNet), their pooling and weight files.
+- :mod:`.vision`: the image backbones (ResNet, EfficientNet) and their pooling.
+- :mod:`.resnet`, :mod:`.efficientnet`: the networks, with torchvision's weight layout.
+- :mod:`.weights`: finding and loading torchvision's weight files.
 - :mod:`.text`: transformer text encoders with token pooling.
 - :mod:`.clip`: CLIP-style two-tower models.
 """
