@@ -7,5 +7,6 @@ their heavy libraries (transformers, tokenizers, safetensors) load only when a m
 - :mod:`.resnet`, :mod:`.efficientnet`: the networks, with torchvision's weight layout.
 - :mod:`.weights`: finding and loading torchvision's weight files.
 - :mod:`.text`: transformer text encoders with token pooling.
+- :mod:`.model_folders`: local Hugging Face model folders, their defaults and tokenizers.
 - :mod:`.clip`: CLIP-style two-tower models.
 """

@@ -20,7 +20,8 @@ from ...errors import ConfigError
 from ..images import ImagePreprocessor
 from ..spec import ModelSpec
 from .common import check_options
-from .text import TextPreprocessor, quiet_transformers, read_tokenizer, resolve_text_model
+from .model_folders import quiet_transformers, read_tokenizer, resolve_text_model
+from .text import TextPreprocessor
 
 __all__ = ["SPECS", "TEXT_TOWER", "VISION_TOWER", "CLIPTextTower", "CLIPVisionTower"]
 
