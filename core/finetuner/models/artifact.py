@@ -150,31 +150,8 @@ def load_model_records(
     artifact: str | os.PathLike[str],
 ) -> tuple[list[ModelRecord], dict[str, Any]]:
     """Read every model of an artifact folder or zip, plus its ``metadata.yml``."""
-    from safetensors.torch import load as load_bytes
-
     path = Path(artifact)
-    if not path.exists():
-        raise RunError(
-            f"no artifact at '{path}': pass an artifact folder (run.artifact_path) or the zip "
-            "written by run.save_artifact()."
-        )
-    files: dict[str, bytes] = {}
-
-    def wanted(name: str) -> bool:
-        return name.endswith((".yml", ".safetensors", "/model.onnx")) or "/preprocessor/" in name
-
-    if path.is_dir():
-        for file in path.rglob("*"):
-            relative = file.relative_to(path).as_posix()
-            if file.is_file() and wanted(relative):
-                files[relative] = file.read_bytes()
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir() and wanted(info.filename):
-                    files[info.filename] = archive.read(info)
-    else:
-        raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
+    files = _artifact_files(path)
     # Find the artifact root: the folder holding models/ (zips may add a top folder).
     roots = {
         key.split("models/")[0]
@@ -184,38 +161,69 @@ def load_model_records(
     if len(roots) != 1:
         raise RunError(f"'{path}' holds no artifact (expected models/<name>/metadata.yml inside).")
     root = roots.pop()
-    records = []
     prefix = f"{root}models/"
     names = sorted({key[len(prefix) :].split("/")[0] for key in files if key.startswith(prefix)})
-    for name in names:
-        meta_key, weights_key = f"{prefix}{name}/metadata.yml", f"{prefix}{name}/model.safetensors"
-        if meta_key not in files or weights_key not in files:
-            raise RunError(
-                f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
-            )
-        meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
-        try:
-            tensors = load_bytes(files[weights_key])
-        except Exception as exc:  # safetensors refuses anything but its own format
-            raise RunError(
-                f"artifact '{path}': models/{name}/model.safetensors is not a valid safetensors "
-                f"file ({exc}); it was damaged or replaced, and is refused unread. Use the "
-                "artifact the run wrote."
-            ) from None
-        pre = f"{prefix}{name}/preprocessor/"
-        extra = {k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)}
-        records.append(
-            ModelRecord(
-                name=name,
-                metadata=meta,
-                tensors=tensors,
-                files=extra,
-                onnx=files.get(f"{prefix}{name}/model.onnx"),
-            )
-        )
+    records = [_model_record(path, files, f"{prefix}{name}/", name) for name in names]
     meta_file = files.get(f"{root}metadata.yml")
     metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
     return records, metadata or {}
+
+
+def _wanted(name: str) -> bool:
+    """Whether loading reads the artifact file *name*: YAML, weights, the ONNX export and the
+    preprocessor's files."""
+    return name.endswith((".yml", ".safetensors", "/model.onnx")) or "/preprocessor/" in name
+
+
+def _artifact_files(path: Path) -> dict[str, bytes]:
+    """The files of the artifact folder or zip *path* that loading reads, by relative path."""
+    if not path.exists():
+        raise RunError(
+            f"no artifact at '{path}': pass an artifact folder (run.artifact_path) or the zip "
+            "written by run.save_artifact()."
+        )
+    files: dict[str, bytes] = {}
+    if path.is_dir():
+        for file in path.rglob("*"):
+            relative = file.relative_to(path).as_posix()
+            if file.is_file() and _wanted(relative):
+                files[relative] = file.read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir() and _wanted(info.filename):
+                    files[info.filename] = archive.read(info)
+    else:
+        raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
+    return files
+
+
+def _model_record(path: Path, files: Mapping[str, bytes], folder: str, name: str) -> ModelRecord:
+    """The model *name* of the artifact *path*, from its *files* under *folder*."""
+    from safetensors.torch import load as load_bytes
+
+    meta_key, weights_key = f"{folder}metadata.yml", f"{folder}model.safetensors"
+    if meta_key not in files or weights_key not in files:
+        raise RunError(
+            f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
+        )
+    meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
+    try:
+        tensors = load_bytes(files[weights_key])
+    except Exception as exc:  # safetensors refuses anything but its own format
+        raise RunError(
+            f"artifact '{path}': models/{name}/model.safetensors is not a valid safetensors "
+            f"file ({exc}); it was damaged or replaced, and is refused unread. Use the "
+            "artifact the run wrote."
+        ) from None
+    pre = f"{folder}preprocessor/"
+    return ModelRecord(
+        name=name,
+        metadata=meta,
+        tensors=tensors,
+        files={k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)},
+        onnx=files.get(f"{folder}model.onnx"),
+    )
 
 
 def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -> torch.nn.Module:
