@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from finetuner.backbones.text import TextPreprocessor
 from finetuner.encoding import encode_items
 from finetuner.errors import PluginError
 from finetuner.models import Preprocessor
+from finetuner.models.backbones.text import TextPreprocessor
 
 
 def word_tokenizer_json() -> str:

@@ -16,7 +16,7 @@ pytest.importorskip("onnx")
 import finetuner
 from finetuner.errors import ConfigError, FinetunerError
 from finetuner.models import MLP, get_spec
-from finetuner.onnx_export import OnnxModule, export_onnx, onnx_available
+from finetuner.models.onnx import OnnxModule, export_onnx, onnx_available
 
 ATOL = 1e-4
 TINY_BERT = {
@@ -99,7 +99,7 @@ def test_onnx_module_stands_in_for_the_torch_module():
 
 
 def test_text_model_export_agrees_on_texts_of_other_lengths(text_model):
-    from finetuner.inference import EmbeddingModel
+    from finetuner.models.inference import EmbeddingModel
 
     module, preprocess = text_model
     sample = preprocess(TEXTS[:2])

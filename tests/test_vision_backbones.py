@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from finetuner.backbones import vision
 from finetuner.errors import ConfigError, DataError
-from finetuner.images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, load_image
 from finetuner.models import describe_models, get_spec
+from finetuner.models.backbones import vision
+from finetuner.models.images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, load_image
 
 SMALL = {"pretrained": False, "image_size": 32}
 pytestmark = pytest.mark.slow  # full-size networks: run in the plugins environment

@@ -26,10 +26,17 @@ MOVED: dict[str, str] = {
     "finetuner.trainer": "finetuner.training.trainer",
     "finetuner.losses": "finetuner.training.losses",
     "finetuner.optim": "finetuner.training.optim",
+    # models, their files and their use
+    "finetuner.artifacts": "finetuner.models.artifact",
+    "finetuner.images": "finetuner.models.images",
+    "finetuner.inference": "finetuner.models.inference",
+    "finetuner.onnx_export": "finetuner.models.onnx",
 }
 """Old module name -> the module that holds its names now."""
 
-MOVED_PACKAGES: dict[str, str] = {}
+MOVED_PACKAGES: dict[str, str] = {
+    "finetuner.backbones": "finetuner.models.backbones",
+}
 """Old package name -> new package name; every submodule moves with it."""
 
 

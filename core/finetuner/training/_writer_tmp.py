@@ -37,6 +37,6 @@ class RunWriter:
             atomic_write_text(run.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_source(self, options: Mapping[str, Any]) -> None:
-        from ..artifacts import _dump_yaml
+        from ..models.artifact import dump_yaml
 
-        atomic_write_text(self.run.path / "source.yml", _dump_yaml(options))
+        atomic_write_text(self.run.path / "source.yml", dump_yaml(options))

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..artifacts import write_artifact  # integrator: ..models.artifact
-from ..onnx_export import export_onnx  # integrator: ..models.onnx
+from ..models.artifact import write_artifact
+from ..models.onnx import export_onnx
 from ..runs import Run
 from .setup import FitSetup
 

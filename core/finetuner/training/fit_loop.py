@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import artifact_size  # integrator: ..models.artifact
 from ..checkpoint import write_checkpoint  # integrator: ..runs.checkpoints
 from ..context import TrainingContext
 from ..events import (
@@ -27,6 +26,7 @@ from ..events import (
     ValidationEnded,
     frozen_mapping,
 )
+from ..models.artifact import artifact_size
 from ..runs import Run, RunStatus
 from .artifact import write_fit_artifact
 from .epoch_loop import EpochLoop

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..artifacts import load_model_records, load_weights  # integrator: ..models.artifact
 from ..config import FitConfig
 from ..data import IMAGE, TENSOR, Dataset
 from ..encoding import evaluating, to_device
 from ..errors import ConfigError, DataError, FinetunerError
 from ..models import ModelSpec, Preprocessor, get_spec
+from ..models.artifact import load_model_records, load_weights
 from .failure import format_reason
 
 __all__ = ["MODEL_NAME", "ModelPlan", "ModelSet", "build_models", "check_forward", "plan_models"]

@@ -22,7 +22,7 @@ from ..data import Collate, Dataset
 from ..encoding import resolve_device
 from ..errors import ConfigError
 from ..models import get_spec
-from ..onnx_export import _require_onnx  # integrator: ..models.onnx require_onnx
+from ..models.onnx import require_onnx
 from .data_setup import load_fit_data
 from .losses import validate_loss_name, validate_miner_name
 from .model_setup import MODEL_NAME, ModelSet, build_models, check_forward, plan_models
@@ -165,7 +165,7 @@ def _build(config: FitConfig, seed: int) -> FitSetup:
     scheduler, scheduler_step = build_scheduler_for(config, optimizer, len(sampler))
     callbacks = check_callbacks(config.callbacks)
     if config.to_onnx:
-        _require_onnx()  # a missing onnx fails now, not after training
+        require_onnx()  # a missing onnx fails now, not after training
     return FitSetup(
         config=config,
         seed=seed,

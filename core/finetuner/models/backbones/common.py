@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, close_matches_hint
+from ...errors import ConfigError, close_matches_hint
 
 __all__ = [
     "EmbeddingHead",

@@ -28,10 +28,19 @@ from typing import Any
 import torch
 import yaml
 
-from ._io import atomic_write_bytes, atomic_write_text, replace_dir
-from .errors import ConfigError, RunError
+from .._io import atomic_write_bytes, atomic_write_text, replace_dir
+from ..errors import ConfigError, RunError
+from .registry import get_spec
 
-__all__ = ["ModelRecord", "artifact_size", "load_model_records", "write_artifact"]
+__all__ = [
+    "ModelRecord",
+    "artifact_size",
+    "dump_yaml",
+    "load_model_records",
+    "load_weights",
+    "rebuild_module",
+    "write_artifact",
+]
 
 FORMAT_VERSION = 1
 
@@ -49,7 +58,9 @@ class ModelRecord:
     """The ONNX export, when the run was fit with ``to_onnx=True``."""
 
 
-def _dump_yaml(obj: Any) -> str:
+def dump_yaml(obj: Any) -> str:
+    """*obj* as YAML for the artifact's files: keys in their order, values made plain (see
+    :func:`_plain`), so ``yaml.safe_load`` reads it back."""
     return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True)
 
 
@@ -91,20 +102,20 @@ def write_artifact(
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "models").mkdir(parents=True)
-    atomic_write_text(tmp / "config.yml", _dump_yaml(config))
+    atomic_write_text(tmp / "config.yml", dump_yaml(config))
     atomic_write_text(
-        tmp / "metadata.yml", _dump_yaml({"format_version": FORMAT_VERSION, **metadata})
+        tmp / "metadata.yml", dump_yaml({"format_version": FORMAT_VERSION, **metadata})
     )
-    atomic_write_text(tmp / "metrics.yml", _dump_yaml(metrics))
+    atomic_write_text(tmp / "metrics.yml", dump_yaml(metrics))
     if examples:
-        atomic_write_text(tmp / "example-results.yml", _dump_yaml(examples))
+        atomic_write_text(tmp / "example-results.yml", dump_yaml(examples))
     for name, module in models.items():
         folder = tmp / "models" / name
         folder.mkdir(parents=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
         save_file(_dedupe_shared(state), str(folder / "model.safetensors"))
         atomic_write_text(
-            folder / "metadata.yml", _dump_yaml({"name": name, **model_metadata[name]})
+            folder / "metadata.yml", dump_yaml({"name": name, **model_metadata[name]})
         )
         files = (preprocessor_files or {}).get(name) or {}
         if files:
@@ -139,31 +150,8 @@ def load_model_records(
     artifact: str | os.PathLike[str],
 ) -> tuple[list[ModelRecord], dict[str, Any]]:
     """Read every model of an artifact folder or zip, plus its ``metadata.yml``."""
-    from safetensors.torch import load as load_bytes
-
     path = Path(artifact)
-    if not path.exists():
-        raise RunError(
-            f"no artifact at '{path}': pass an artifact folder (run.artifact_path) or the zip "
-            "written by run.save_artifact()."
-        )
-    files: dict[str, bytes] = {}
-
-    def wanted(name: str) -> bool:
-        return name.endswith((".yml", ".safetensors", "/model.onnx")) or "/preprocessor/" in name
-
-    if path.is_dir():
-        for file in path.rglob("*"):
-            relative = file.relative_to(path).as_posix()
-            if file.is_file() and wanted(relative):
-                files[relative] = file.read_bytes()
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir() and wanted(info.filename):
-                    files[info.filename] = archive.read(info)
-    else:
-        raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
+    files = _artifact_files(path)
     # Find the artifact root: the folder holding models/ (zips may add a top folder).
     roots = {
         key.split("models/")[0]
@@ -173,44 +161,73 @@ def load_model_records(
     if len(roots) != 1:
         raise RunError(f"'{path}' holds no artifact (expected models/<name>/metadata.yml inside).")
     root = roots.pop()
-    records = []
     prefix = f"{root}models/"
     names = sorted({key[len(prefix) :].split("/")[0] for key in files if key.startswith(prefix)})
-    for name in names:
-        meta_key, weights_key = f"{prefix}{name}/metadata.yml", f"{prefix}{name}/model.safetensors"
-        if meta_key not in files or weights_key not in files:
-            raise RunError(
-                f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
-            )
-        meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
-        try:
-            tensors = load_bytes(files[weights_key])
-        except Exception as exc:  # safetensors refuses anything but its own format
-            raise RunError(
-                f"artifact '{path}': models/{name}/model.safetensors is not a valid safetensors "
-                f"file ({exc}); it was damaged or replaced, and is refused unread. Use the "
-                "artifact the run wrote."
-            ) from None
-        pre = f"{prefix}{name}/preprocessor/"
-        extra = {k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)}
-        records.append(
-            ModelRecord(
-                name=name,
-                metadata=meta,
-                tensors=tensors,
-                files=extra,
-                onnx=files.get(f"{prefix}{name}/model.onnx"),
-            )
-        )
+    records = [_model_record(path, files, f"{prefix}{name}/", name) for name in names]
     meta_file = files.get(f"{root}metadata.yml")
     metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
     return records, metadata or {}
 
 
+def _wanted(name: str) -> bool:
+    """Whether loading reads the artifact file *name*: YAML, weights, the ONNX export and the
+    preprocessor's files."""
+    return name.endswith((".yml", ".safetensors", "/model.onnx")) or "/preprocessor/" in name
+
+
+def _artifact_files(path: Path) -> dict[str, bytes]:
+    """The files of the artifact folder or zip *path* that loading reads, by relative path."""
+    if not path.exists():
+        raise RunError(
+            f"no artifact at '{path}': pass an artifact folder (run.artifact_path) or the zip "
+            "written by run.save_artifact()."
+        )
+    files: dict[str, bytes] = {}
+    if path.is_dir():
+        for file in path.rglob("*"):
+            relative = file.relative_to(path).as_posix()
+            if file.is_file() and _wanted(relative):
+                files[relative] = file.read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir() and _wanted(info.filename):
+                    files[info.filename] = archive.read(info)
+    else:
+        raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
+    return files
+
+
+def _model_record(path: Path, files: Mapping[str, bytes], folder: str, name: str) -> ModelRecord:
+    """The model *name* of the artifact *path*, from its *files* under *folder*."""
+    from safetensors.torch import load as load_bytes
+
+    meta_key, weights_key = f"{folder}metadata.yml", f"{folder}model.safetensors"
+    if meta_key not in files or weights_key not in files:
+        raise RunError(
+            f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
+        )
+    meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
+    try:
+        tensors = load_bytes(files[weights_key])
+    except Exception as exc:  # safetensors refuses anything but its own format
+        raise RunError(
+            f"artifact '{path}': models/{name}/model.safetensors is not a valid safetensors "
+            f"file ({exc}); it was damaged or replaced, and is refused unread. Use the "
+            "artifact the run wrote."
+        ) from None
+    pre = f"{folder}preprocessor/"
+    return ModelRecord(
+        name=name,
+        metadata=meta,
+        tensors=tensors,
+        files={k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)},
+        onnx=files.get(f"{folder}model.onnx"),
+    )
+
+
 def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -> torch.nn.Module:
     """Rebuild a model from the registry (or fill the given *module*) and load its weights."""
-    from .models import get_spec
-
     registry_name = record.metadata.get("registry_name")
     if module is None:
         if not registry_name:

@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import load_model_records, rebuild_module
-from .data import encodable_values
-from .encoding import encode_items, resolve_device
-from .errors import ConfigError, DataError
+from ..data import encodable_values
+from ..encoding import encode_items, resolve_device
+from ..errors import ConfigError, DataError
+from .artifact import load_model_records, rebuild_module
+from .onnx import OnnxModule
+from .registry import get_spec
+from .spec import Preprocessor
 
 __all__ = ["EmbeddingModel", "build_model", "cos_sim", "encode", "get_model"]
 
@@ -33,8 +36,6 @@ class EmbeddingModel:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
-        from .models import Preprocessor
-
         self.device = resolve_device(str(device)) if device is not None else resolve_device("auto")
         self.module = module.to(self.device).eval()
         self.name = name
@@ -87,15 +88,11 @@ def get_model(
     (``'clip-text'`` or ``'clip-vision'``). *is_onnx* runs the artifact's ONNX export with
     onnxruntime instead of torch (the run must have been fit with ``to_onnx=True``).
     """
-    from .models import Preprocessor, get_spec
-
     records, _ = load_model_records(artifact)
     chosen = _choose([r.name for r in records], select_model, "the artifact")
     record = next(r for r in records if r.name == chosen)
     module: torch.nn.Module
     if is_onnx:
-        from .onnx_export import OnnxModule
-
         if record.onnx is None:
             raise ConfigError(
                 f"the artifact's model '{record.name}' has no ONNX export; fit with "
@@ -134,8 +131,6 @@ def build_model(
     """Build a registry model (with its initial, not fine-tuned, weights) for inference;
     *select_model* picks a tower of a two-tower model. *input_shape*, the shape of one tensor
     item, sizes models that take it from the data (``mlp``)."""
-    from .models import get_spec
-
     spec = get_spec(name)
     options = spec.resolve_options(model_options or {}, input_shape)
     built = spec.build(options)
@@ -171,8 +166,6 @@ def encode(model: EmbeddingModel | torch.nn.Module, data: Any, batch_size: int =
     texts or image paths, a tensor, a numpy array or a list of tensors gives a ``(n, dim)``
     float32 numpy array.
     """
-    from .models import Preprocessor
-
     if isinstance(model, EmbeddingModel):
         module, preprocessor, modality = model.module, model.preprocessor, model.modality
     elif isinstance(model, torch.nn.Module):

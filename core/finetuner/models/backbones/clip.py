@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..models import ModelSpec
+from ...errors import ConfigError
+from ..images import ImagePreprocessor
+from ..spec import ModelSpec
 from .common import check_options
-from .text import TextPreprocessor, quiet_transformers, read_tokenizer, resolve_text_model
+from .model_folders import quiet_transformers, read_tokenizer, resolve_text_model
+from .text import TextPreprocessor
 
 __all__ = ["SPECS", "TEXT_TOWER", "VISION_TOWER", "CLIPTextTower", "CLIPVisionTower"]
 
@@ -177,8 +179,6 @@ def _preprocessor(
     options: Mapping[str, Any], tower: str | None, files: Mapping[str, bytes] | None
 ) -> Any:
     if tower == VISION_TOWER:
-        from ..images import ImagePreprocessor
-
         size = int(options["image_size"])
         return ImagePreprocessor(height=size, width=size, mean=CLIP_MEAN, std=CLIP_STD)
     if files and "tokenizer.json" in files:

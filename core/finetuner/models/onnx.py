@@ -26,9 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, DataError, FinetunerError
+from ..errors import ConfigError, DataError, FinetunerError
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OnnxModule", "export_onnx", "onnx_available"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OnnxModule",
+    "export_onnx",
+    "onnx_available",
+    "require_onnx",
+]
 
 OUTPUT_NAME = "embeddings"
 """The name of the exported model's output."""
@@ -47,7 +54,7 @@ _NUMPY_TYPES = {
 ModelInput: TypeAlias = torch.Tensor | Mapping[str, torch.Tensor]
 
 
-def _require_onnx() -> tuple[Any, Any]:
+def require_onnx() -> tuple[Any, Any]:
     """The ``onnx`` and ``onnxruntime`` modules, or a ConfigError saying how to install them."""
     try:
         import onnx
@@ -63,14 +70,14 @@ def _require_onnx() -> tuple[Any, Any]:
 def onnx_available() -> bool:
     """Whether onnx and onnxruntime can be imported, so :func:`export_onnx` can run."""
     try:
-        _require_onnx()
+        require_onnx()
     except ConfigError:
         return False
     return True
 
 
 def _session(model: bytes, providers: Sequence[str]) -> Any:
-    _, onnxruntime = _require_onnx()
+    _, onnxruntime = require_onnx()
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: no notes about unused initializers
     return onnxruntime.InferenceSession(model, sess_options=options, providers=list(providers))
@@ -197,24 +204,46 @@ def export_onnx(
     exporter's warnings are kept back; the first tracer warning (file and line) is part of the
     error when the check fails.
     """
-    onnx, _ = _require_onnx()
+    onnx, _ = require_onnx()
+    what = type(module).__name__
     if isinstance(module, (nn.ModuleDict, nn.ModuleList)):
         raise ConfigError(
-            f"export_onnx: got a {type(module).__name__} of towers; export each tower on its own "
+            f"export_onnx: got a {what} of towers; export each tower on its own "
             "(e.g. model['clip-text'] and model['clip-vision'])."
         )
     if not isinstance(module, nn.Module):
-        raise ConfigError(f"export_onnx: expected a torch.nn.Module, not {type(module).__name__}.")
+        raise ConfigError(f"export_onnx: expected a torch.nn.Module, not {what}.")
     tensors = _as_tensors(sample)
     dict_input = not isinstance(sample, torch.Tensor)
-    names = list(tensors)
     model = copy.deepcopy(module).cpu().eval()
     reference = _torch_output(model, tensors, dict_input)
     if not isinstance(reference, torch.Tensor):
         raise ConfigError(
-            f"export_onnx: {type(module).__name__} returns a {type(reference).__name__}; only "
+            f"export_onnx: {what} returns a {type(reference).__name__}; only "
             "modules returning one embedding tensor can be exported."
         )
+    data, tracer_warnings = _trace(model, tensors, dict_input, opset=opset, what=what)
+    try:
+        onnx.checker.check_model(onnx.load_model_from_string(data))
+    except Exception as exc:
+        raise FinetunerError(f"the ONNX export of {what} is not a valid ONNX model: {exc}") from exc
+    _check_against_torch(
+        data, model, tensors, reference, dict_input, atol=atol, what=what, warned=tracer_warnings
+    )
+    return data
+
+
+def _trace(
+    model: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    dict_input: bool,
+    *,
+    opset: int,
+    what: str,
+) -> tuple[bytes, list[str]]:
+    """*model* exported by tracing it on *tensors*, and the tracer's warnings (file and line);
+    the exporter's other warnings are kept back."""
+    names = list(tensors)
     traced: nn.Module = _PositionalInputs(model, names) if dict_input else model
     # eval() again: export restores the wrapper's mode afterwards, and a wrapper left in
     # training mode would switch dropout on in the module inside it.
@@ -235,21 +264,30 @@ def export_onnx(
             )
         except Exception as exc:
             raise FinetunerError(
-                f"exporting {type(module).__name__} to ONNX (opset {opset}) failed: "
-                f"{type(exc).__name__}: {exc}"
+                f"exporting {what} to ONNX (opset {opset}) failed: {type(exc).__name__}: {exc}"
             ) from exc
     tracer_warnings = [
         f"{w.filename}:{w.lineno}: {w.message}"
         for w in caught
         if issubclass(w.category, torch.jit.TracerWarning)
     ]
-    data = buffer.getvalue()
-    try:
-        onnx.checker.check_model(onnx.load_model_from_string(data))
-    except Exception as exc:
-        raise FinetunerError(
-            f"the ONNX export of {type(module).__name__} is not a valid ONNX model: {exc}"
-        ) from exc
+    return buffer.getvalue(), tracer_warnings
+
+
+def _check_against_torch(
+    data: bytes,
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    reference: torch.Tensor,
+    dict_input: bool,
+    *,
+    atol: float,
+    what: str,
+    warned: Sequence[str],
+) -> None:
+    """Run the export on *tensors* and on inputs of other shapes, refusing it where it differs
+    from torch by more than *atol*; *warned* holds the tracer's warnings, the first of which
+    usually names the line tracing froze."""
     runner = OnnxModule(data)
     for inputs in [tensors, *_other_inputs(tensors)]:
         expected = reference if inputs is tensors else _torch_output(model, inputs, dict_input)
@@ -267,13 +305,12 @@ def export_onnx(
                 else f"max abs difference {difference:.3g} > atol {atol:g}"
             )
         raise FinetunerError(
-            f"the ONNX export of {type(module).__name__} disagrees with torch on an input of "
+            f"the ONNX export of {what} disagrees with torch on an input of "
             f"{_describe(inputs)}: {problem}. Tracing froze a Python-side value or branch of "
             "forward() (randomness, or a branch on tensor values or shapes); write it with "
             "tensor operations, or raise atol if the difference is numerical noise."
-            + (f" The tracer warned at {tracer_warnings[0]}" if tracer_warnings else "")
+            + (f" The tracer warned at {warned[0]}" if warned else "")
         )
-    return data
 
 
 class OnnxModule(nn.Module):

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .errors import DataError
-from .models import Preprocessor
+from ..errors import DataError
+from .spec import Preprocessor
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImagePreprocessor", "load_image"]
 
