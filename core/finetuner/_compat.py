@@ -19,7 +19,12 @@ from collections.abc import Sequence
 
 __all__ = ["MOVED", "MOVED_PACKAGES", "install", "new_name"]
 
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    "finetuner.csv_data": "finetuner.data.csv_reader",
+    "finetuner.datasets": "finetuner.data.builtin",
+    "finetuner.datastore": "finetuner.data.pushed",
+    "finetuner.document": "finetuner.data.documents",
+}
 """Old module name -> the module that holds its names now."""
 
 MOVED_PACKAGES: dict[str, str] = {}
