@@ -54,7 +54,7 @@ class FitConfig(BaseModel):
     @field_validator("csv_options")
     @classmethod
     def _csv_options(cls, value: Any) -> Any:
-        from .csv_data import as_csv_options
+        from .data import as_csv_options
 
         return as_csv_options(value)
 

@@ -41,6 +41,7 @@ from .data import (
     Collate,
     Dataset,
     RandomBatchSampler,
+    align_classes,
     encodable_values,
     iterate_batches,
     load_dataset,
@@ -244,7 +245,7 @@ class Trainer:
             )
         if evaluation is not None and evaluation.labels is not None:
             # Validation labels use the training classes where they overlap.
-            evaluation = _align_classes(evaluation, train)
+            evaluation = align_classes(evaluation, train)
         return train, evaluation
 
     def _check_loss_fits(self, data: Dataset) -> None:
@@ -1262,17 +1263,3 @@ class Trainer:
                     self.log.error("finetuner_on_exception raised", error=_format_reason(hook_exc))
                 except Exception:
                     pass
-
-
-def _align_classes(evaluation: Dataset, train: Dataset) -> Dataset:
-    """Re-code *evaluation*'s labels so equal labels share a code with *train*."""
-    code = {label: i for i, label in enumerate(train.classes)}
-    classes = list(train.classes)
-    mapping = []
-    for label in evaluation.classes:
-        if label not in code:
-            code[label] = len(classes)
-            classes.append(label)
-        mapping.append(code[label])
-    labels = np.asarray(mapping, dtype=np.int64)[evaluation.labels]
-    return dataclasses.replace(evaluation, labels=labels, classes=classes, _label_tensor=None)
