@@ -11,7 +11,8 @@ import time
 import pytest
 from PIL import Image
 
-from finetuner.csv_data import CSVOptions, CSVTable, is_csv_source, read_csv
+from finetuner.data.csv_options import CSVOptions, is_csv_source
+from finetuner.data.csv_reader import CSVTable, read_csv
 from finetuner.errors import ConfigError, DataError
 
 

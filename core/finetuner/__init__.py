@@ -88,14 +88,14 @@ _LAZY = {
     "describe_models": "models",
     "list_models": "models",
     "list_callbacks": "plugins",
-    "Document": "document",
-    "DocumentArray": "document",
-    "ScoredPair": "document",
-    "Triplet": "document",
-    "CSVOptions": "csv_data",
-    "push_data": "datastore",
-    "list_data": "datastore",
-    "delete_data": "datastore",
+    "Document": "data.documents",
+    "DocumentArray": "data.documents",
+    "ScoredPair": "data.documents",
+    "Triplet": "data.documents",
+    "CSVOptions": "data.csv_options",
+    "push_data": "data.pushed",
+    "list_data": "data.store",
+    "delete_data": "data.store",
 }
 
 

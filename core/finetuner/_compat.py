@@ -31,6 +31,11 @@ MOVED: dict[str, str] = {
     "finetuner.images": "finetuner.models.images",
     "finetuner.inference": "finetuner.models.inference",
     "finetuner.onnx_export": "finetuner.models.onnx",
+    # data
+    "finetuner.csv_data": "finetuner.data.csv_reader",
+    "finetuner.datasets": "finetuner.data.builtin",
+    "finetuner.datastore": "finetuner.data.pushed",
+    "finetuner.document": "finetuner.data.documents",
 }
 """Old module name -> the module that holds its names now."""
 

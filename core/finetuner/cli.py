@@ -181,11 +181,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .datastore import delete_data, list_data, push_data
+    from .data import CSVOptions, delete_data, list_data, push_data
 
     if args.action == "push":
-        from .csv_data import CSVOptions
-
         options = CSVOptions(is_labeled=args.labeled, encoding=args.encoding)
         path = push_data(args.name, args.file, csv_options=options, overwrite=args.overwrite)
         print(f"Pushed '{args.name}' ({path})")

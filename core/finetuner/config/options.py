@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 
-from ..csv_data import as_csv_options  # integrator: becomes ..data after the data move
+from ..data import as_csv_options
 from ..errors import ConfigError, close_matches_hint
 
 __all__ = [

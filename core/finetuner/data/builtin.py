@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .data import Dataset
+from .dataset import Dataset
 
 __all__ = ["BUILTIN_DATASETS", "load_builtin"]
 
@@ -40,6 +40,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def load_builtin(name: str) -> Dataset:
+    """The built-in data set *name*, one of :data:`BUILTIN_DATASETS`."""
     x_train, y_train, x_eval, y_eval = _digits()
     x, y = (x_train, y_train) if name == "digits-train" else (x_eval, y_eval)
     prefix = "train" if name == "digits-train" else "eval"

@@ -11,6 +11,10 @@ The files have no header row. Their shape is told by the number of columns:
 A column whose every cell is an image reference (a local path with an image suffix, or a
 ``file://`` URI) holds images. References become absolute local paths, checked for existence;
 the images themselves are loaded later, lazily.
+
+The options live in :mod:`finetuner.data.csv_options` and image references in
+:mod:`finetuner.data.image_references`; this module re-exports their names, so it is also what
+the old path ``finetuner.csv_data`` gives.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import csv
 import itertools
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TextIO, cast
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
-from .errors import ConfigError, DataError, close_matches_hint
+from ..errors import DataError
+from .csv_options import CSV_SUFFIXES as CSV_SUFFIXES
+from .csv_options import CSVOptions, as_csv_options, is_csv_source
+from .image_references import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
+from .image_references import ImageResolver, is_image_reference, resolve_image_reference
 
 __all__ = [
     "CSVOptions",
@@ -38,8 +44,6 @@ __all__ = [
     "resolve_image_reference",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
-CSV_SUFFIXES = (".csv", ".tsv")
 SNIFF_SAMPLE_CHARS = 1024
 SNIFF_DELIMITERS = ",\t;|"
 
@@ -48,60 +52,6 @@ _FORMATS_HINT = (
     "CSVOptions(is_labeled=True)); query,document or text,image (2 columns); a,b,score "
     "(3 columns); query,positive,negative,margin (4 columns)"
 )
-
-
-@dataclass(frozen=True)
-class CSVOptions:
-    """How to read a CSV file of training data.
-
-    ``size`` caps the number of rows read (``None``: all). ``dialect`` is ``'auto'`` (sniffed
-    from the start of the file, falling back to ``'excel'``), the name of a registered
-    :mod:`csv` dialect (``'excel'``, ``'excel-tab'``, ``'unix'``) or a :class:`csv.Dialect`
-    subclass. ``is_labeled`` says the rows are ``item,label``.
-    """
-
-    size: int | None = None
-    dialect: str | type[csv.Dialect] = "auto"
-    encoding: str = "utf-8"
-    is_labeled: bool = False
-
-    def __post_init__(self) -> None:
-        if self.size is not None and (
-            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1
-        ):
-            raise ConfigError(
-                f"CSVOptions(size={self.size!r}): size must be a whole number >= 1, "
-                "or None to read every row."
-            )
-        if isinstance(self.dialect, str):
-            names = ["auto", *csv.list_dialects()]
-            if self.dialect not in names:
-                raise ConfigError(
-                    f"CSVOptions(dialect={self.dialect!r}): unknown dialect; use one of "
-                    f"{', '.join(repr(n) for n in names)} or a csv.Dialect subclass."
-                    + close_matches_hint(self.dialect, names)
-                )
-        elif not (isinstance(self.dialect, type) and issubclass(self.dialect, csv.Dialect)):
-            raise ConfigError(
-                f"CSVOptions(dialect={self.dialect!r}): dialect must be 'auto', a dialect name "
-                "such as 'excel' or 'excel-tab', or a csv.Dialect subclass."
-            )
-        if not isinstance(self.encoding, str):
-            raise ConfigError(
-                f"CSVOptions(encoding={self.encoding!r}): encoding must be a codec name "
-                "such as 'utf-8' or 'latin-1'."
-            )
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise ConfigError(
-                f"CSVOptions(encoding={self.encoding!r}): Python knows no such codec; use a "
-                "name such as 'utf-8', 'utf-16', 'latin-1' or 'cp1252'."
-            ) from None
-        if not isinstance(self.is_labeled, bool):
-            raise ConfigError(
-                f"CSVOptions(is_labeled={self.is_labeled!r}): is_labeled must be True or False."
-            )
 
 
 @dataclass
@@ -125,32 +75,6 @@ class CSVTable:
 
     def __len__(self) -> int:
         return len(self.lines)
-
-
-def as_csv_options(value: Any) -> CSVOptions | None:
-    """*value* as :class:`CSVOptions`: one already, a mapping of its fields, or ``None``."""
-    if value is None or isinstance(value, CSVOptions):
-        return value
-    if isinstance(value, Mapping):
-        fields = set(CSVOptions.__dataclass_fields__)
-        unknown = sorted(set(value) - fields)
-        if unknown:
-            raise ConfigError(
-                f"csv_options: unknown option '{unknown[0]}'; options are "
-                f"{', '.join(sorted(fields))}.{close_matches_hint(unknown[0], fields)}"
-            )
-        return CSVOptions(**value)
-    raise ConfigError(
-        f"csv_options: expected CSVOptions(...) or a mapping, got {type(value).__name__}."
-    )
-
-
-def is_csv_source(value: Any) -> bool:
-    """Whether *value* names a CSV file (``.csv``/``.tsv`` path) or is an open stream."""
-    if isinstance(value, str | os.PathLike):
-        path = os.fspath(value)
-        return isinstance(path, str) and path.lower().endswith(CSV_SUFFIXES)
-    return callable(getattr(value, "read", None))
 
 
 def read_csv(
@@ -274,11 +198,22 @@ def _read(
 ) -> CSVTable:
     decoded = _DecodedLines(stream, options.encoding, source)
     lines, dialect = _choose_dialect(iter(decoded), options.dialect)
-    reader = csv.reader(lines, dialect)
+    columns, row_lines = _read_rows(lines, dialect, source, options)
+    if not columns:
+        raise DataError(
+            f"{name}: {source} is empty (no rows, or only blank lines). {_FORMATS_HINT}."
+        )
+    return _table(columns, row_lines, source, base_dir, options)
 
+
+def _read_rows(
+    lines: Iterator[str], dialect: str | type[csv.Dialect], source: str, options: CSVOptions
+) -> tuple[list[list[str]], list[int]]:
+    """The non-blank rows (at most ``options.size``) column by column, and the line each row
+    starts on. Every row must be as wide as the first and have no empty cell."""
+    reader = csv.reader(lines, dialect)
     columns: list[list[str]] = []
     row_lines: list[int] = []
-    width = 0
     first_line = 0
     while options.size is None or len(row_lines) < options.size:
         line = reader.line_num + 1
@@ -291,13 +226,13 @@ def _read(
         cells = [cell.strip() for cell in row]
         if not cells or cells == [""]:
             continue
-        if not width:
-            width, first_line = len(cells), line
-            _check_width(width, options, source, line)
-            columns = [[] for _ in range(width)]
-        elif len(cells) != width:
+        if not columns:
+            first_line = line
+            _check_width(len(cells), options, source, line)
+            columns = [[] for _ in cells]
+        elif len(cells) != len(columns):
             raise DataError(
-                f"{source}:{line}: expected {width} columns like the first row "
+                f"{source}:{line}: expected {len(columns)} columns like the first row "
                 f"(line {first_line}), found {len(cells)}. Every row needs the same columns; "
                 "quote cells that contain the delimiter."
             )
@@ -309,21 +244,24 @@ def _read(
                 )
             columns[i].append(cell)
         row_lines.append(line)
-    if not width:
-        raise DataError(
-            f"{name}: {source} is empty (no rows, or only blank lines). {_FORMATS_HINT}."
-        )
+    return columns, row_lines
 
+
+def _table(
+    columns: list[list[str]], row_lines: list[int], source: str, base_dir: str, options: CSVOptions
+) -> CSVTable:
+    """The table the rows form, told by their number of columns (see the module docstring)."""
+    width = len(columns)
     scores = None
     numeric = None if options.is_labeled else {3: "score", 4: "margin"}.get(width)
     if numeric is not None:
         scores = _parse_numbers(columns.pop(), row_lines, source, numeric, numeric_col=width)
     labels = columns.pop() if options.is_labeled else None
 
-    resolver = _ImageResolver(source, base_dir)
+    resolver = ImageResolver(source, base_dir)
     modalities = []
     for column in columns:
-        if all(_is_image_reference(cell) for cell in column):
+        if all(is_image_reference(cell) for cell in column):
             modalities.append("image")
             column[:] = [resolver.resolve(cell, line) for cell, line in zip(column, row_lines)]
         else:
@@ -376,73 +314,6 @@ def _parse_numbers(
             )
         numbers.append(number)
     return numbers
-
-
-def is_image_reference(value: str) -> bool:
-    """Whether *value* names an image: a ``file://`` or ``http(s)://`` address, or a path with
-    an image suffix."""
-    return _is_image_reference(value)
-
-
-def resolve_image_reference(
-    cell: str, *, where: str, base_dir: str | None = None, in_csv: bool = False
-) -> str:
-    """The absolute local path of the image *cell* names, which must exist. Remote addresses
-    are refused: images are never fetched."""
-    lowered = cell.lower()
-    if lowered.startswith(("http://", "https://")):
-        raise DataError(
-            f"{where}: {cell} is a remote image; images are not fetched, training stays on "
-            "this machine. Download the files and give their local paths."
-        )
-    if lowered.startswith("file://"):
-        parts = urlsplit(cell)
-        if parts.netloc not in ("", "localhost"):
-            raise DataError(
-                f"{where}: {cell} names a file on host {parts.netloc!r}; use a local "
-                "file:///path URI or a plain path."
-            )
-        path = url2pathname(parts.path)  # percent-decodes
-    else:
-        path = os.path.expanduser(cell)
-    path = os.path.abspath(os.path.join(base_dir or os.getcwd(), path))
-    if not os.path.isfile(path):
-        relative = (
-            "Relative paths are read from the CSV file's folder"
-            if in_csv
-            else "Relative paths are read from the current folder"
-        )
-        raise DataError(
-            f"{where}: image file not found: {path} (from {cell!r}). {relative}; check the path."
-        )
-    return path
-
-
-def _is_image_reference(cell: str) -> bool:
-    lowered = cell.lower()
-    if lowered.startswith(("file://", "http://", "https://")):
-        return True
-    return os.path.splitext(lowered)[1] in IMAGE_EXTENSIONS
-
-
-class _ImageResolver:
-    """Turns image references into absolute local paths, checking each one once."""
-
-    def __init__(self, source: str, base_dir: str):
-        self._source = source
-        self._base_dir = base_dir
-        self._seen: dict[str, str] = {}
-
-    def resolve(self, cell: str, line: int) -> str:
-        path = self._seen.get(cell)
-        if path is None:
-            path = self._seen[cell] = self._resolve(cell, line)
-        return path
-
-    def _resolve(self, cell: str, line: int) -> str:
-        return resolve_image_reference(
-            cell, where=f"{self._source}:{line}", base_dir=self._base_dir, in_csv=True
-        )
 
 
 def _query_documents(

@@ -1,13 +1,16 @@
-"""Named local data sets: ``push_data``, ``list_data`` and ``delete_data``.
+"""The store of pushed data sets: a :class:`~finetuner.data.dataset.Dataset` kept on disk
+under a name.
 
-A pushed data set is converted once and stored under the data store (``data_dir``, else
-``$FINETUNER_DATA_DIR``, else ``./finetuner-data``)::
+A data set is stored under the data store (``data_dir``, else ``$FINETUNER_DATA_DIR``, else
+``./finetuner-data``)::
 
     <name>/dataset.json        kind, columns (texts and image paths inline), classes, ids
     <name>/tensors.safetensors tensor columns, label codes and scores
 
-Afterwards the name works wherever data is accepted (``train_data='my-data'``). Nothing is
-pickled; image files stay where they are and are referenced by absolute path.
+Nothing is pickled; image files stay where they are and are referenced by absolute path. This
+module only writes, reads, lists and deletes converted data sets: converting comes before it
+(:func:`finetuner.data.pushed.push_data`), and :func:`~finetuner.data.convert.load_dataset`
+reads names through it.
 """
 
 from __future__ import annotations
@@ -23,10 +26,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import atomic_write_bytes, atomic_write_text, replace_dir
-from .errors import ConfigError, DataError, close_matches_hint
+from .._io import atomic_write_bytes, atomic_write_text, replace_dir
+from ..errors import ConfigError, DataError, close_matches_hint
+from .builtin import BUILTIN_DATASETS
+from .dataset import TENSOR, Column, Dataset
 
-__all__ = ["delete_data", "list_data", "load_pushed", "push_data", "pushed_names"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "FORMAT_VERSION",
+    "check_name",
+    "delete_data",
+    "list_data",
+    "load_pushed",
+    "pushed_names",
+    "resolve_data_dir",
+    "target_folder",
+    "write_dataset",
+]
 
 DATA_DIR_ENV = "FINETUNER_DATA_DIR"
 FORMAT_VERSION = 1
@@ -34,19 +50,21 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data store's folder: *data_dir*, else ``$FINETUNER_DATA_DIR``, else
+    ``./finetuner-data``, as an absolute path."""
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or "finetuner-data"
     return Path(data_dir).expanduser().absolute()
 
 
-def _check_name(name: Any) -> str:
+def check_name(name: Any) -> str:
+    """*name* if a data set may be stored under it: a safe folder name that is neither a
+    built-in data set nor looks like a CSV file."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         raise ConfigError(
             f"data set name {name!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or "
             "'-', starting with a letter or digit (no path separators, no '..')."
         )
-    from .datasets import BUILTIN_DATASETS
-
     if name in BUILTIN_DATASETS:
         raise ConfigError(f"'{name}' is a built-in data set; push under another name.")
     if name.lower().endswith((".csv", ".tsv")):
@@ -54,26 +72,40 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def push_data(
-    name: str,
-    data: Any,
-    *,
-    csv_options: Any = None,
-    overwrite: bool = False,
-    data_dir: str | os.PathLike[str] | None = None,
+def target_folder(
+    name: str, *, overwrite: bool = False, data_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Store *data* (any form ``fit`` accepts) under *name* and return its folder."""
-    from .data import TENSOR, load_dataset
-
-    _check_name(name)
-    root = resolve_data_dir(data_dir)
-    target = root / name
+    """The folder a data set named *name* is stored in, once the name is checked and, unless
+    *overwrite*, known to be free (checked before any data is converted)."""
+    check_name(name)
+    target = resolve_data_dir(data_dir) / name
     if target.exists() and not overwrite:
         raise ConfigError(
             f"a data set named '{name}' exists already ({target}); pass overwrite=True to "
             f"replace it, or delete it with finetuner.delete_data('{name}')."
         )
-    dataset = load_dataset(data, name=name, csv_options=csv_options)
+    return target
+
+
+def write_dataset(dataset: Dataset, target: Path) -> Path:
+    """Store *dataset* in the folder *target* (from :func:`target_folder`), replacing what is
+    there at once: the folder is written under a temporary name and renamed."""
+    from safetensors.torch import save
+
+    tensors, manifest = _stored_form(dataset, target.name)
+    root = target.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    atomic_write_bytes(tmp / "tensors.safetensors", save(tensors) if tensors else save({}))
+    atomic_write_text(tmp / "dataset.json", json.dumps(manifest, ensure_ascii=False))
+    replace_dir(tmp, target)
+    return target
+
+
+def _stored_form(dataset: Dataset, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the manifest that store *dataset*; refuses what a file cannot hold."""
     for label in dataset.classes:
         if not isinstance(label, (str, int, float, bool)):
             raise DataError(
@@ -109,19 +141,11 @@ def push_data(
         "classes": list(dataset.classes),
         "ids": list(dataset.ids),
     }
-    from safetensors.torch import save
-
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    atomic_write_bytes(tmp / "tensors.safetensors", save(tensors) if tensors else save({}))
-    atomic_write_text(tmp / "dataset.json", json.dumps(manifest, ensure_ascii=False))
-    replace_dir(tmp, target)
-    return target
+    return tensors, manifest
 
 
 def pushed_names(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """The names of the pushed data sets, sorted."""
     root = resolve_data_dir(data_dir)
     if not root.is_dir():
         return []
@@ -171,7 +195,7 @@ def _manifest(name: str, data_dir: str | os.PathLike[str] | None) -> dict[str, A
 
 def delete_data(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> None:
     """Delete the pushed data set *name* (its image files, stored elsewhere, stay)."""
-    _check_name(name)
+    check_name(name)
     target = resolve_data_dir(data_dir) / name
     if not (target / "dataset.json").is_file():
         raise _missing(name, data_dir)
@@ -180,13 +204,11 @@ def delete_data(name: str, *, data_dir: str | os.PathLike[str] | None = None) ->
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def load_pushed(name: str, data_dir: str | os.PathLike[str] | None = None) -> Any:
-    """The :class:`~finetuner.data.Dataset` pushed as *name*."""
+def load_pushed(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """The :class:`~finetuner.data.dataset.Dataset` pushed as *name*."""
     from safetensors.torch import load_file
 
-    from .data import Column, Dataset
-
-    _check_name(name)
+    check_name(name)
     manifest = _manifest(name, data_dir)
     folder = resolve_data_dir(data_dir) / name
     tensors = load_file(str(folder / "tensors.safetensors"))

@@ -1,5 +1,9 @@
 """Document types: ``Document`` and ``DocumentArray`` in the shape of the classic API, and the
-typed forms for scored pairs and triplets."""
+typed forms for scored pairs and triplets.
+
+This module imports docarray, so :mod:`finetuner.data` does not import it: docarray loads when
+a ``DocList`` is converted or ``finetuner.Document`` is used.
+"""
 
 from __future__ import annotations
 
