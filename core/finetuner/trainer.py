@@ -86,7 +86,8 @@ from .losses import (
 from .models import ModelSpec, Preprocessor, get_spec
 from .optim import build_optimizer, build_scheduler, validate_optimizer_name, validate_scheduler
 from .plugins import build_plugin_manager
-from .runs import Run, RunStatus, create_run
+from .runs import Run, RunStatus, RunWriter, create_run, get_run
+from .runs.processes import live_pid
 
 __all__ = ["Trainer", "encode_items", "resolve_device"]
 
@@ -151,8 +152,6 @@ class Trainer:
     # --- building ---------------------------------------------------------------------------
 
     def _find_resumed_run(self, resume: Any) -> Run:
-        from .runs import _live_pid, get_run
-
         if isinstance(resume, Run):
             run = resume
         elif isinstance(resume, (str, Path)) and (Path(resume) / "status.json").is_file():
@@ -170,7 +169,7 @@ class Trainer:
             raise RunError(
                 f"run '{run.name}' already finished; there is nothing to resume. Start a new run."
             )
-        if status["status"] == RunStatus.STARTED.value and _live_pid(status) not in (
+        if status["status"] == RunStatus.STARTED.value and live_pid(status) not in (
             None,
             os.getpid(),
         ):
@@ -599,11 +598,9 @@ class Trainer:
             )
             config["run_name"] = run.name
             if self.source is not None:
-                from ._io import atomic_write_text
-                from .artifacts import _dump_yaml
-
-                atomic_write_text(run.path / "source.yml", _dump_yaml(self.source))
+                RunWriter(run).write_source(self.source)
         self.run_obj = run
+        self.run_writer = RunWriter(run)
         from ._runlog import RunLog
 
         self.runlog = RunLog(run.log_path)
@@ -613,7 +610,7 @@ class Trainer:
         started = time.perf_counter()
         try:
             checkpoint_state = self._load_resume_state() if self.resume_run is not None else None
-            run._set_status(
+            self.run_writer.set_status(
                 RunStatus.STARTED,
                 resumed_from_epoch=checkpoint_state["epoch"] if checkpoint_state else None,
             )
@@ -643,7 +640,7 @@ class Trainer:
                 _load_data=lambda data, name: load_dataset(
                     data, name=name, csv_options=cfg.csv_options
                 ),
-                _record_examples=self._record_examples,
+                _record_examples=self.run_writer.record_examples,
                 _save_checkpoint=self._save_checkpoint,
             )
             self.runlog.set_listener(self._forward_log)
@@ -789,7 +786,7 @@ class Trainer:
                 metrics_after=frozen_mapping(self.metrics_after),
             ),
         )
-        ctx.run._set_status(
+        self.run_writer.set_status(
             RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
         )
         self.log.info("run finished", duration_s=round(duration, 3))
@@ -865,24 +862,9 @@ class Trainer:
                 reg.plugin.load_state_dict(saved_plugins[reg.name])
         self.ctx.step = int(state["step"])
         epoch = int(state["epoch"])
-        self._drop_metrics_after(epoch)
+        # Epochs the checkpoint does not cover run again; their old records go.
+        self.run_writer.keep_metrics_through(epoch)
         return epoch + 1
-
-    def _drop_metrics_after(self, epoch: int) -> None:
-        """Forget metrics records of epochs the checkpoint does not cover (they re-run)."""
-        run = self.run_obj
-        keep = [
-            r
-            for r in run.metric_history()
-            if r["stage"] == "before" or (r["stage"] in ("epoch", "step") and r["epoch"] <= epoch)
-        ]
-        if len(keep) != len(run.metric_history()):
-            import json
-
-            from ._io import atomic_write_text
-
-            text = "".join(json.dumps(r) + "\n" for r in keep)
-            atomic_write_text(run.metrics_path, text)
 
     def _checkpoint_state(self) -> dict[str, Any]:
         assert self.ctx is not None
@@ -1116,7 +1098,7 @@ class Trainer:
         if val_loss is not None:
             metrics["val_loss"] = float(val_loss)
         skipped, ctx._skipped = ctx._skipped, {}
-        ctx.run._append_metrics(stage, epoch, ctx.step, metrics, skipped=skipped)
+        self.run_writer.append_metrics(stage, epoch, ctx.step, metrics, skipped=skipped)
         self._phase = "publish"
         published = MetricsPublished(
             stage=stage,
@@ -1158,11 +1140,6 @@ class Trainer:
             device=self.device,
             num_workers=num_workers,
         )
-
-    def _record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
-        current = self.run_obj.example_results()
-        current[stage] = {str(q): [str(m) for m in matches] for q, matches in examples.items()}
-        self.run_obj._write_examples(current)
 
     def _forward_log(self, level: str, message: str, logger: str, fields: dict[str, Any]) -> None:
         if self.pm is None or self.ctx is None:
@@ -1238,7 +1215,7 @@ class Trainer:
             except AttributeError:  # pragma: no cover - Python < 3.11
                 pass
         try:
-            self.run_obj._set_status(
+            self.run_writer.set_status(
                 RunStatus.FAILED, reason=reason, plugin=plugin, hook=hook_name, phase=self._phase
             )
         except Exception:
