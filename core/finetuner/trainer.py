@@ -23,13 +23,6 @@ from torch import nn
 from ._version import __version__
 from .artifacts import artifact_size, write_artifact
 from .callback import Callback
-from .checkpoint import (
-    capture_rng,
-    list_checkpoints,
-    load_checkpoint,
-    restore_rng,
-    write_checkpoint,
-)
 from .config import FitConfig, describe_data
 from .context import TrainingContext
 from .data import (
@@ -87,6 +80,14 @@ from .models import ModelSpec, Preprocessor, get_spec
 from .optim import build_optimizer, build_scheduler, validate_optimizer_name, validate_scheduler
 from .plugins import build_plugin_manager
 from .runs import Run, RunStatus, RunWriter, create_run, get_run
+from .runs.checkpoints import (
+    capture_rng,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng,
+    write_checkpoint,
+)
+from .runs.log import RunLog
 from .runs.processes import live_pid
 
 __all__ = ["Trainer", "encode_items", "resolve_device"]
@@ -601,8 +602,6 @@ class Trainer:
                 RunWriter(run).write_source(self.source)
         self.run_obj = run
         self.run_writer = RunWriter(run)
-        from ._runlog import RunLog
-
         self.runlog = RunLog(run.log_path)
         self.log = self.runlog.logger("finetuner.trainer")
         self.pm = None

@@ -7,6 +7,9 @@ any moment leaves either the complete checkpoint or none: readers skip hidden fo
 
 Plugins decide *when* to checkpoint (``ctx.save_checkpoint()``) and how many to keep
 (:func:`prune`); the trainer decides *what* a checkpoint holds and restores it on resume.
+
+torch and numpy are imported by the functions that write, read or capture state, so listing and
+pruning checkpoints (and ``finetuner runs``) stay light.
 """
 
 from __future__ import annotations
@@ -21,11 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from ._io import fsync_dir, replace_dir
-from .errors import ConfigError, RunError
+from .._io import fsync_dir, replace_dir
+from ..errors import ConfigError, RunError
 
 __all__ = [
     "Checkpoint",
@@ -65,6 +65,8 @@ def write_checkpoint(
     directory: str | os.PathLike[str], epoch: int, state: Mapping[str, Any]
 ) -> Checkpoint:
     """Write *state* as the checkpoint of *epoch*, atomically."""
+    import torch
+
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"epoch-{epoch:04d}"
@@ -87,6 +89,8 @@ def write_checkpoint(
 
 
 def load_checkpoint(checkpoint: Checkpoint | str | os.PathLike[str]) -> dict[str, Any]:
+    import torch
+
     path = checkpoint.path if isinstance(checkpoint, Checkpoint) else Path(checkpoint)
     try:
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
@@ -119,6 +123,9 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
 
 def capture_rng() -> dict[str, Any]:
     """The state of every random number generator the trainer uses, as tensors and ints."""
+    import numpy as np
+    import torch
+
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -137,11 +144,16 @@ def capture_rng() -> dict[str, Any]:
 
 
 def _python_state(state: tuple[Any, ...]) -> list[Any]:
+    import torch
+
     version, internal, gauss = state
     return [int(version), torch.tensor(internal, dtype=torch.int64), gauss]
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
+    import numpy as np
+    import torch
+
     torch.set_rng_state(state["torch"])
     numpy = state["numpy"]
     np.random.set_state(
