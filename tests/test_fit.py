@@ -11,6 +11,7 @@ import torch
 from docarray import DocList
 
 import finetuner
+from finetuner.runs import RunWriter
 from finetuner.testing import make_tiny_data
 
 
@@ -217,8 +218,8 @@ def test_config_records_the_generated_run_name():
 
 def test_a_restarted_run_forgets_the_old_failure():
     run = _fit(epochs=1)
-    run._set_status("FAILED", reason="boom", plugin="x", hook="y", phase="train")
-    status = run._set_status("STARTED")
+    RunWriter(run).set_status("FAILED", reason="boom", plugin="x", hook="y", phase="train")
+    status = RunWriter(run).set_status("STARTED")
     assert (status["reason"], status["plugin"], status["hook"], status["phase"]) == (
         None,
         None,

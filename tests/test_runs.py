@@ -26,6 +26,7 @@ from finetuner.runs import (
     Experiment,
     Run,
     RunStatus,
+    RunWriter,
     create_experiment,
     create_run,
     delete_experiment,
@@ -63,11 +64,11 @@ def _log(run: Run, event: str, level: str = "info", **fields) -> None:
 
 def _finished_run(store: Path, name: str = "done") -> Run:
     run = create_run({"model": "mlp"}, run_name=name, runs_dir=store)
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     (run.artifact_dir / "models" / "model").mkdir(parents=True)
     (run.artifact_dir / "config.yml").write_text("model: mlp\n")
     (run.artifact_dir / "models" / "model" / "model.safetensors").write_bytes(b"\x00weights")
-    run._set_status(RunStatus.FINISHED)
+    RunWriter(run).set_status(RunStatus.FINISHED)
     return run
 
 
@@ -169,14 +170,16 @@ def test_run_requires_a_status_file(tmp_path: Path) -> None:
 
 def test_status_transitions(store: Path) -> None:
     run = create_run({}, run_name="r", runs_dir=store)
-    started = run._set_status(RunStatus.STARTED)
+    started = RunWriter(run).set_status(RunStatus.STARTED)
     assert started["status"] == "STARTED"
     assert started["pid"] == os.getpid()
     assert started["started_at"] is not None
     assert started["finished_at"] is None
     assert run.status() == started
 
-    failed = run._set_status("FAILED", reason="loss is NaN", plugin="early", hook="on_epoch_end")
+    failed = RunWriter(run).set_status(
+        "FAILED", reason="loss is NaN", plugin="early", hook="on_epoch_end"
+    )
     assert failed["status"] == "FAILED"
     assert failed["finished_at"] >= failed["started_at"]
     assert (failed["reason"], failed["plugin"], failed["hook"]) == (
@@ -187,20 +190,20 @@ def test_status_transitions(store: Path) -> None:
     assert failed["created_at"] == started["created_at"]
 
     # a resumed run starts afresh: the earlier failure is cleared
-    again = run._set_status(RunStatus.STARTED, epoch=2)
+    again = RunWriter(run).set_status(RunStatus.STARTED, epoch=2)
     assert again["reason"] is None and again["finished_at"] is None and again["epoch"] == 2
-    assert run._set_status(RunStatus.FINISHED)["epoch"] == 2  # extra fields are kept
+    assert RunWriter(run).set_status(RunStatus.FINISHED)["epoch"] == 2  # extra fields are kept
     assert repr(run) == "Run(name='r', experiment='default', status='FINISHED')"
 
     with pytest.raises(RunError, match="unknown run status 'DONE'"):
-        run._set_status("DONE")
+        RunWriter(run).set_status("DONE")
 
 
 def test_status_file_is_replaced_atomically(store: Path) -> None:
     run = create_run({}, run_name="atomic", runs_dir=store)
     status_file = run.path / "status.json"
     inode = status_file.stat().st_ino
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     assert status_file.stat().st_ino != inode  # a new file renamed over the old one
 
     seen: list[str] = []
@@ -219,7 +222,7 @@ def test_status_file_is_replaced_atomically(store: Path) -> None:
     reader.start()
     try:
         for i in range(150):
-            run._set_status(RunStatus.STARTED, step=i, padding="x" * 2000)
+            RunWriter(run).set_status(RunStatus.STARTED, step=i, padding="x" * 2000)
     finally:
         stop.set()
         reader.join()
@@ -233,11 +236,11 @@ def test_status_file_is_replaced_atomically(store: Path) -> None:
 def test_metrics_pick_last_before_and_after(store: Path) -> None:
     run = create_run({}, run_name="m", runs_dir=store)
     assert run.metrics() == {}
-    run._append_metrics("before", 0, 0, {"mlp_precision_at_k": 0.1})
-    run._append_metrics("epoch", 0, 10, {"mlp_precision_at_k": 0.3, "train_loss": 1.5})
+    RunWriter(run).append_metrics("before", 0, 0, {"mlp_precision_at_k": 0.1})
+    RunWriter(run).append_metrics("epoch", 0, 10, {"mlp_precision_at_k": 0.3, "train_loss": 1.5})
     assert run.metrics() == {"before": {"mlp_precision_at_k": 0.1}}
-    run._append_metrics("after", 1, 20, {"mlp_precision_at_k": 0.4})
-    run._append_metrics("after", 1, 20, {"mlp_precision_at_k": 0.5}, skipped={"x": 2})
+    RunWriter(run).append_metrics("after", 1, 20, {"mlp_precision_at_k": 0.4})
+    RunWriter(run).append_metrics("after", 1, 20, {"mlp_precision_at_k": 0.5}, skipped={"x": 2})
     assert run.metrics() == {
         "before": {"mlp_precision_at_k": 0.1},
         "after": {"mlp_precision_at_k": 0.5},
@@ -246,10 +249,10 @@ def test_metrics_pick_last_before_and_after(store: Path) -> None:
 
 def test_metric_history_keeps_every_record_in_order(store: Path) -> None:
     run = create_run({}, run_name="h", runs_dir=store)
-    run._append_metrics("before", 0, 0, {"a": 1})
-    run._append_metrics("step", 0, 5, {"a": 2})
-    run._append_metrics("epoch", 0, 10, {"a": 3}, skipped={"a": 4})
-    run._append_metrics("after", 0, 10, {"a": 5})
+    RunWriter(run).append_metrics("before", 0, 0, {"a": 1})
+    RunWriter(run).append_metrics("step", 0, 5, {"a": 2})
+    RunWriter(run).append_metrics("epoch", 0, 10, {"a": 3}, skipped={"a": 4})
+    RunWriter(run).append_metrics("after", 0, 10, {"a": 5})
     history = run.metric_history()
     assert [(r["stage"], r["epoch"], r["step"], r["metrics"]["a"]) for r in history] == [
         ("before", 0, 0, 1.0),
@@ -263,12 +266,12 @@ def test_metric_history_keeps_every_record_in_order(store: Path) -> None:
     lines = run.metrics_path.read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line) for line in lines)
     with pytest.raises(RunError, match="unknown metrics stage 'middle'"):
-        run._append_metrics("middle", 0, 0, {})
+        RunWriter(run).append_metrics("middle", 0, 0, {})
 
 
 def test_a_partly_written_last_metrics_line_is_ignored(store: Path) -> None:
     run = create_run({}, run_name="p", runs_dir=store)
-    run._append_metrics("before", 0, 0, {"a": 1})
+    RunWriter(run).append_metrics("before", 0, 0, {"a": 1})
     with open(run.metrics_path, "a") as handle:
         handle.write('{"stage": "after", "met')
     assert [r["stage"] for r in run.metric_history()] == ["before"]
@@ -278,8 +281,8 @@ def test_display_metrics(store: Path, capsys: pytest.CaptureFixture[str]) -> Non
     run = create_run({}, run_name="dm", runs_dir=store)
     run.display_metrics()
     assert "no retrieval metrics" in capsys.readouterr().out
-    run._append_metrics("before", 0, 0, {"mlp_ndcg_at_k": 0.123456789})
-    run._append_metrics("after", 2, 30, {"mlp_ndcg_at_k": 0.5})
+    RunWriter(run).append_metrics("before", 0, 0, {"mlp_ndcg_at_k": 0.123456789})
+    RunWriter(run).append_metrics("after", 2, 30, {"mlp_ndcg_at_k": 0.5})
     run.display_metrics()
     out = capsys.readouterr().out
     assert "Retrieval metrics before fine-tuning:" in out
@@ -296,7 +299,7 @@ def test_logs_render_one_line_per_record(store: Path) -> None:
     run = create_run({}, run_name="l", runs_dir=store)
     with pytest.raises(RunError, match="no logs yet"):
         run.logs()
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     assert run.logs() == ""
     _log(run, "Finetuning", epochs=3)
     _log(run, "epoch done", level="warning", loss=0.25, note="two words")
@@ -308,7 +311,7 @@ def test_logs_render_one_line_per_record(store: Path) -> None:
 
 def test_logs_show_a_traceback_on_indented_lines(store: Path) -> None:
     run = create_run({}, run_name="tb", runs_dir=store)
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     _log(run, "fit failed", level="error", exception="Traceback:\n  boom\nValueError: x")
     assert run.logs().splitlines() == [
         "2024-05-01T12:00:00.000000Z ERROR    fit failed",
@@ -321,13 +324,13 @@ def test_logs_show_a_traceback_on_indented_lines(store: Path) -> None:
 
 def test_stream_logs_follows_until_finished(store: Path) -> None:
     run = create_run({}, run_name="s", runs_dir=store)
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
 
     def train() -> None:
         for i in range(5):
             time.sleep(0.03)
             _log(run, "step", i=i)
-        run._set_status(RunStatus.FINISHED)
+        RunWriter(run).set_status(RunStatus.FINISHED)
 
     writer = threading.Thread(target=train)
     writer.start()
@@ -343,11 +346,11 @@ def test_stream_logs_waits_for_a_created_run_and_ends_when_it_fails(store: Path)
 
     def train() -> None:
         time.sleep(0.05)
-        run._set_status(RunStatus.STARTED)
+        RunWriter(run).set_status(RunStatus.STARTED)
         _log(run, "begin")
         time.sleep(0.05)
         _log(run, "crash", level="error")
-        run._set_status(RunStatus.FAILED, reason="boom")
+        RunWriter(run).set_status(RunStatus.FAILED, reason="boom")
 
     writer = threading.Thread(target=train)
     writer.start()
@@ -360,7 +363,7 @@ def test_stream_logs_waits_for_a_created_run_and_ends_when_it_fails(store: Path)
 
 def test_stream_logs_timeout(store: Path) -> None:
     run = create_run({}, run_name="slow", runs_dir=store)
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     _log(run, "begin")
     stream = run.stream_logs(interval=0.01, timeout=0.1)
     assert "begin" in next(stream)
@@ -385,7 +388,7 @@ def test_example_results_and_display(store: Path, capsys: pytest.CaptureFixture[
         "before": {"red shoe": ["blue hat", "red boot", "green sock"]},
         "after": {"red shoe": ["red boot", "red sandal", "blue hat"], "cat": ["kitten"]},
     }
-    run._write_examples(examples)
+    RunWriter(run).write_examples(examples)
     assert run.example_results() == examples
 
     run.display_examples(k=2)
@@ -413,17 +416,19 @@ def test_artifact_path_while_running_and_after_failure(store: Path) -> None:
     run = create_run({}, run_name="art", runs_dir=store)
     with pytest.raises(RunInProgressError, match="is CREATED"):
         _ = run.artifact_path
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     with pytest.raises(RunInProgressError) as info:
         _ = run.artifact_path
     assert str(info.value) == (
         "run 'art' is STARTED; its artifact exists once it finishes; wait with run.stream_logs()."
     )
-    run._set_status(RunStatus.FAILED, reason="CUDA out of memory", plugin="wiseft", hook="h")
+    RunWriter(run).set_status(
+        RunStatus.FAILED, reason="CUDA out of memory", plugin="wiseft", hook="h"
+    )
     with pytest.raises(RunFailedError, match="CUDA out of memory") as failed:
         _ = run.artifact_path
     assert "wiseft" in str(failed.value)
-    run._set_status(RunStatus.FINISHED)
+    RunWriter(run).set_status(RunStatus.FINISHED)
     with pytest.raises(RunError, match=r"artifact folder .* is missing"):
         _ = run.artifact_path
 
@@ -451,7 +456,7 @@ def test_save_artifact_default_directory(store: Path, tmp_path: Path, monkeypatc
 
 def test_save_artifact_of_a_running_run_is_refused(store: Path, tmp_path: Path) -> None:
     run = create_run({}, run_name="busy", runs_dir=store)
-    run._set_status(RunStatus.STARTED)
+    RunWriter(run).set_status(RunStatus.STARTED)
     with pytest.raises(RunInProgressError):
         run.save_artifact(tmp_path / "out")
     assert not (tmp_path / "out" / "busy.zip").exists()
@@ -515,11 +520,11 @@ def test_list_runs_sorted_by_creation(store: Path) -> None:
 
 def test_delete_run_refuses_a_live_started_run(store: Path) -> None:
     run = create_run({}, run_name="live", runs_dir=store)
-    run._set_status(RunStatus.STARTED)  # pid is this very process
+    RunWriter(run).set_status(RunStatus.STARTED)  # pid is this very process
     with pytest.raises(RunInProgressError, match=f"pid {os.getpid()}"):
         delete_run("live", runs_dir=store)
     assert run.path.is_dir()
-    run._set_status(RunStatus.FAILED, reason="stopped")
+    RunWriter(run).set_status(RunStatus.FAILED, reason="stopped")
     delete_run("live", runs_dir=store)
     assert not run.path.exists()
     assert list(run.path.parent.iterdir()) == [run.path.parent / "experiment.json"]
@@ -531,7 +536,7 @@ def test_delete_run_of_a_dead_started_process(store: Path) -> None:
     run = create_run({}, run_name="crashed", runs_dir=store)
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
-    run._set_status(RunStatus.STARTED, pid=process.pid)
+    RunWriter(run).set_status(RunStatus.STARTED, pid=process.pid)
     delete_run("crashed", runs_dir=store)
     assert not run.path.exists()
 
@@ -583,11 +588,11 @@ def test_experiments_crud(store: Path) -> None:
 def test_delete_experiment_refuses_when_a_run_is_live(store: Path) -> None:
     create_run({}, run_name="idle", experiment_name="busy", runs_dir=store)
     live = create_run({}, run_name="working", experiment_name="busy", runs_dir=store)
-    live._set_status(RunStatus.STARTED)
+    RunWriter(live).set_status(RunStatus.STARTED)
     with pytest.raises(RunInProgressError, match="'working'"):
         delete_experiment("busy", runs_dir=store)
     assert [r.name for r in list_runs("busy", runs_dir=store)] == ["idle", "working"]
-    live._set_status(RunStatus.FINISHED)
+    RunWriter(live).set_status(RunStatus.FINISHED)
     delete_experiment("busy", runs_dir=store)
     assert not (store / "busy").exists()
 
@@ -628,10 +633,10 @@ def test_relative_runs_dir_is_made_absolute(tmp_path: Path, monkeypatch) -> None
 
 def test_a_run_reopened_in_another_process_sees_the_same_state(store: Path) -> None:
     run = create_run({"model": "mlp"}, run_name="shared", experiment_name="x", runs_dir=store)
-    run._set_status(RunStatus.STARTED)
-    run._append_metrics("before", 0, 0, {"mlp_precision_at_k": 0.25})
-    run._append_metrics("after", 2, 40, {"mlp_precision_at_k": 0.75})
-    run._set_status(RunStatus.FINISHED)
+    RunWriter(run).set_status(RunStatus.STARTED)
+    RunWriter(run).append_metrics("before", 0, 0, {"mlp_precision_at_k": 0.25})
+    RunWriter(run).append_metrics("after", 2, 40, {"mlp_precision_at_k": 0.75})
+    RunWriter(run).set_status(RunStatus.FINISHED)
     script = (
         "import json, sys\n"
         "from finetuner.runs import get_run\n"

@@ -9,8 +9,8 @@ import torch
 from training_parts import open_loop, tiny_setup
 
 from finetuner.callback import Callback
-from finetuner.checkpoint import list_checkpoints  # integrator: finetuner.runs.checkpoints
 from finetuner.errors import FinetunerError
+from finetuner.runs.checkpoints import list_checkpoints
 from finetuner.training import TrainingStep
 from finetuner.training.failure import Phase
 from finetuner.training.validation import validation_loss

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from training_parts import open_loop, tiny_config, tiny_setup
 
 from finetuner.callback import Callback
-from finetuner.checkpoint import write_checkpoint  # integrator: finetuner.runs.checkpoints
 from finetuner.errors import ConfigError, RunError
 from finetuner.runs import create_run
+from finetuner.runs.checkpoints import load_checkpoint, write_checkpoint
 from finetuner.training import TrainingStep
+from finetuner.training.randomness import capture_rng, restore_rng
 from finetuner.training.resume import (
     capture_state,
     check_resumable_config,
@@ -93,3 +97,11 @@ def test_seeds_and_options_of_a_resumed_run(tmp_path):
     check_resumable_config(run, run.config, {"batch_size": 8, "loss": "SupConLoss", "epochs": 9})
     with pytest.raises(ConfigError, match=r"different options \(batch_size: 8 -> 16\)"):
         check_resumable_config(run, run.config, {"batch_size": 16, "loss": "SupConLoss"})
+
+
+def test_captured_random_state_restores_every_generator(tmp_path):
+    state = capture_rng()
+    first = (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random())
+    saved = write_checkpoint(tmp_path, 0, {"step": 0, "rng": state})
+    restore_rng(load_checkpoint(saved)["rng"])  # through the file, as a resume does
+    assert (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()) == first

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from finetuner._runlog import RunLog  # integrator: finetuner.runs.log
 from finetuner.config import FitConfig, validate_fit_options
 from finetuner.plugins import build_plugin_manager
 from finetuner.runs import create_run
+from finetuner.runs.log import RunLog
+from finetuner.runs.writer import RunWriter
 from finetuner.testing import make_tiny_data
 from finetuner.training import FitLoop, FitSetup, PhaseTracker, build_setup
-from finetuner.training._writer_tmp import RunWriter  # integrator: finetuner.runs.writer
 
 
 def tiny_config(**options: Any) -> FitConfig:

@@ -36,6 +36,9 @@ MOVED: dict[str, str] = {
     "finetuner.datasets": "finetuner.data.builtin",
     "finetuner.datastore": "finetuner.data.pushed",
     "finetuner.document": "finetuner.data.documents",
+    # the run store
+    "finetuner._runlog": "finetuner.runs.log",
+    "finetuner.checkpoint": "finetuner.runs.checkpoints",
 }
 """Old module name -> the module that holds its names now."""
 

@@ -1,4 +1,5 @@
-"""Small file helpers: atomic writes, so no file that matters is ever half-written."""
+"""Small file helpers: atomic writes, so no file that matters is ever half-written, and YAML
+written so that ``yaml.safe_load`` reads it back."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -16,6 +17,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "dump_yaml",
     "fsync_dir",
     "replace_dir",
 ]
@@ -89,3 +91,30 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Atomically write *obj* as indented JSON to *path*."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def dump_yaml(obj: Any) -> str:
+    """*obj* as YAML (artifact files, a run's ``source.yml``): keys in their order, values made
+    plain (see :func:`_plain`), so ``yaml.safe_load`` reads it back."""
+    import yaml  # here, not at the top: reading runs needs no YAML
+
+    return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True)
+
+
+def _plain(obj: Any) -> Any:
+    """Make *obj* safe for ``yaml.safe_dump``: mappings, lists, scalars; others as strings."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None:
+        return None
+    for kind in (bool, int, float, str):  # subclasses (e.g. torch's version string) as plain
+        if isinstance(obj, kind):
+            return kind(obj)
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (ValueError, RuntimeError):
+            pass
+    return str(obj)

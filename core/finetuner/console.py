@@ -131,7 +131,7 @@ class ConsoleReporter:
             self._print(f"Training [{event.epoch + 1}/{event.epochs}] {self._metrics_text()}")
 
     def finetuner_on_log(self, event: LogRecorded) -> None:
-        from ._runlog import level_number
+        from .runs.log import level_number
 
         level = level_number(event.level)
         if level >= 30 or (level >= 20 and event.logger != "finetuner.trainer"):

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import yaml
 
-from .._io import atomic_write_bytes, atomic_write_text, replace_dir
+from .._io import atomic_write_bytes, atomic_write_text, dump_yaml, replace_dir
 from ..errors import ConfigError, RunError
 from .registry import get_spec
 
@@ -56,31 +56,6 @@ class ModelRecord:
     """The preprocessor's files (e.g. ``tokenizer.json``)."""
     onnx: bytes | None = None
     """The ONNX export, when the run was fit with ``to_onnx=True``."""
-
-
-def dump_yaml(obj: Any) -> str:
-    """*obj* as YAML for the artifact's files: keys in their order, values made plain (see
-    :func:`_plain`), so ``yaml.safe_load`` reads it back."""
-    return yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True)
-
-
-def _plain(obj: Any) -> Any:
-    """Make *obj* safe for ``yaml.safe_dump``: mappings, lists, scalars; others as strings."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if obj is None:
-        return None
-    for kind in (bool, int, float, str):  # subclasses (e.g. torch's version string) as plain
-        if isinstance(obj, kind):
-            return kind(obj)
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return obj.item()
-        except (ValueError, RuntimeError):
-            pass
-    return str(obj)
 
 
 def write_artifact(

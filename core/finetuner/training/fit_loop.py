@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import write_checkpoint  # integrator: ..runs.checkpoints
 from ..context import TrainingContext
 from ..events import (
     EpochEnded,
@@ -28,6 +27,7 @@ from ..events import (
 )
 from ..models.artifact import artifact_size
 from ..runs import Run, RunStatus
+from ..runs.checkpoints import write_checkpoint
 from .artifact import write_fit_artifact
 from .epoch_loop import EpochLoop
 from .failure import Phase, PhaseTracker

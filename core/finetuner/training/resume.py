@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..callback import Callback
-from ..checkpoint import list_checkpoints, load_checkpoint  # integrator: ..runs.checkpoints
 from ..config import FitConfig, resume_checked_options
 from ..errors import ConfigError, RunError, RunInProgressError
 from ..runs import Run, RunStatus, get_run
-from ..runs import _live_pid as live_pid  # integrator: ..runs.processes.live_pid
+from ..runs.checkpoints import list_checkpoints, load_checkpoint
+from ..runs.layout import STATUS_FILE
+from ..runs.processes import live_pid
 from .randomness import capture_rng
 from .setup import FitSetup
 
@@ -37,7 +38,7 @@ def find_resumed_run(resume: Any, config: FitConfig) -> Run:
     """The run *resume* names (a name, a :class:`Run` or a run folder), if it can resume."""
     if isinstance(resume, Run):
         run = resume
-    elif isinstance(resume, (str, Path)) and (Path(resume) / "status.json").is_file():
+    elif isinstance(resume, (str, Path)) and (Path(resume) / STATUS_FILE).is_file():
         run = Run(Path(resume))
     elif isinstance(resume, str):
         run = get_run(resume, experiment_name=config.experiment_name, runs_dir=config.runs_dir)

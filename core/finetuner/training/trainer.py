@@ -11,11 +11,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .._runlog import RunLog  # integrator: ..runs.log
 from ..events import LogRecorded, frozen_mapping
 from ..plugins import build_plugin_manager
 from ..runs import Run, RunStatus, create_run
-from ._writer_tmp import RunWriter  # integrator: ..runs.writer
+from ..runs.log import RunLog
+from ..runs.writer import RunWriter
 from .failure import Phase, PhaseTracker, record_failure
 from .fit_loop import FitLoop
 from .resume import check_resumable_config, choose_seed, find_resumed_run, load_resume_state

@@ -15,6 +15,7 @@ import finetuner
 from finetuner.checkpoint import list_checkpoints, load_checkpoint
 from finetuner.cli import main
 from finetuner.errors import ConfigError, RunError, RunNotFoundError
+from finetuner.runs import RunWriter
 from finetuner.testing import make_tiny_data
 from finetuner_training_checkpoint import TrainingCheckpoint
 
@@ -163,7 +164,7 @@ def test_resume_a_run_that_does_not_exist(tmp_path):
 
 def test_resume_a_run_without_checkpoint(tmp_path):
     run = _fit(tmp_path, callbacks=[], run_name="plain")
-    run._set_status("FAILED", reason="simulated")
+    RunWriter(run).set_status("FAILED", reason="simulated")
     with pytest.raises(
         RunError, match=r"run 'plain' has no checkpoint to resume from.*TrainingCheckpoint"
     ):
@@ -178,7 +179,7 @@ def test_resume_a_finished_run(tmp_path):
 
 def test_resume_with_a_different_model(tmp_path):
     run = _fit(tmp_path, run_name="small", model_options={"hidden_sizes": [8]})
-    run._set_status("FAILED", reason="simulated")
+    RunWriter(run).set_status("FAILED", reason="simulated")
     with pytest.raises(
         ConfigError,
         match=r"written by a different model \(different shapes: net\.1\.bias \(8,\) vs \(12,\)",
@@ -188,7 +189,7 @@ def test_resume_with_a_different_model(tmp_path):
 
 def test_resume_with_different_options(tmp_path):
     run = _fit(tmp_path, run_name="opts")
-    run._set_status("FAILED", reason="simulated")
+    RunWriter(run).set_status("FAILED", reason="simulated")
     with pytest.raises(
         ConfigError, match=r"different options \(loss: 'TripletMarginLoss' -> 'SupConLoss'\)"
     ):
@@ -210,7 +211,8 @@ def test_cli_resume_of_a_config_file_run(tmp_path, capsys):
     runs = str(tmp_path / "runs")
     assert main(["fit", str(config), "--run-name", "cli-run", "--runs-dir", runs]) == 0
     run = finetuner.get_run("cli-run", runs_dir=runs)
-    run._set_status("FAILED", reason="simulated")  # as if it had died after its last epoch
+    # as if it had died after its last epoch
+    RunWriter(run).set_status("FAILED", reason="simulated")
     capsys.readouterr()
     assert main(["resume", "cli-run", "--runs-dir", runs]) == 0
     assert "run 'cli-run'" in capsys.readouterr().out
@@ -219,7 +221,7 @@ def test_cli_resume_of_a_config_file_run(tmp_path, capsys):
 
 def test_cli_resume_of_a_python_run_explains(tmp_path, capsys):
     run = _fit(tmp_path, run_name="py-run")
-    run._set_status("FAILED", reason="simulated")
+    RunWriter(run).set_status("FAILED", reason="simulated")
     assert main(["resume", "py-run", "--runs-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "started from Python" in err and "resume='py-run'" in err

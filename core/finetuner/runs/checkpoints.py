@@ -7,13 +7,15 @@ any moment leaves either the complete checkpoint or none: readers skip hidden fo
 
 Plugins decide *when* to checkpoint (``ctx.save_checkpoint()``) and how many to keep
 (:func:`prune`); the trainer decides *what* a checkpoint holds and restores it on resume.
+
+torch and numpy are imported by the functions that write, read or capture state, so listing and
+pruning checkpoints (and ``finetuner runs``) stay light.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 from collections.abc import Mapping
@@ -21,19 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from ._io import fsync_dir, replace_dir
-from .errors import ConfigError, RunError
+from .._io import fsync_dir, replace_dir
+from ..errors import ConfigError, RunError
 
 __all__ = [
     "Checkpoint",
-    "capture_rng",
     "list_checkpoints",
     "load_checkpoint",
     "prune",
-    "restore_rng",
     "write_checkpoint",
 ]
 
@@ -65,6 +62,8 @@ def write_checkpoint(
     directory: str | os.PathLike[str], epoch: int, state: Mapping[str, Any]
 ) -> Checkpoint:
     """Write *state* as the checkpoint of *epoch*, atomically."""
+    import torch
+
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"epoch-{epoch:04d}"
@@ -87,6 +86,8 @@ def write_checkpoint(
 
 
 def load_checkpoint(checkpoint: Checkpoint | str | os.PathLike[str]) -> dict[str, Any]:
+    import torch
+
     path = checkpoint.path if isinstance(checkpoint, Checkpoint) else Path(checkpoint)
     try:
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
@@ -115,45 +116,3 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
             if child.name.startswith(".epoch-") and not child.name.endswith(f"-{os.getpid()}"):
                 shutil.rmtree(child, ignore_errors=True)
     return removed
-
-
-def capture_rng() -> dict[str, Any]:
-    """The state of every random number generator the trainer uses, as tensors and ints."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python": _python_state(random.getstate()),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _python_state(state: tuple[Any, ...]) -> list[Any]:
-    version, internal, gauss = state
-    return [int(version), torch.tensor(internal, dtype=torch.int64), gauss]
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy = state["numpy"]
-    np.random.set_state(
-        (
-            numpy["kind"],
-            numpy["keys"].numpy().astype(np.uint32),
-            numpy["pos"],
-            numpy["has_gauss"],
-            numpy["cached"],
-        )
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "level_number"]
 
 _LEVELS = {
     "debug": 10,
@@ -94,4 +94,5 @@ class RunLog:
 
 
 def level_number(level: str) -> int:
+    """The :mod:`logging` number of a level name (``"warning"`` -> 30); unknown names are 20."""
     return _LEVELS.get(level.lower(), 20)

@@ -1,0 +1,148 @@
+"""The trainer's writing side of a run: status, metrics, example results and the source file.
+
+A :class:`RunWriter` is what a training process holds to record a run; everyone else reads the
+run through :class:`~finetuner.runs.Run`. ``status.json`` and ``examples.json`` are replaced
+atomically, and ``metrics.jsonl`` grows by whole, synced lines, so a reader in another process
+never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from .._io import atomic_write_json, atomic_write_text, dump_yaml
+from ..errors import RunError
+from .layout import EXAMPLES_FILE, METRIC_STAGES, SOURCE_FILE, STATUS_FILE, RunStatus, utc_now
+from .run import Run
+
+__all__ = ["RunWriter"]
+
+
+class RunWriter:
+    """Writes the records of *run*: one per training process, cheap to create."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run):
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        """The run this writer records."""
+        return self._run
+
+    def set_status(self, status: RunStatus | str, **fields: Any) -> dict[str, Any]:
+        """Move the run to *status* and merge *fields* (``reason``, ``plugin``, ``hook``...)
+        into ``status.json``, written atomically; returns the new content.
+
+        Sets ``updated_at``; ``STARTED`` sets ``started_at``, the current ``pid`` and ``host``
+        and clears the end fields of an earlier attempt; ``FINISHED`` and ``FAILED`` set
+        ``finished_at``. Fields given explicitly win over these.
+        """
+        try:
+            state = RunStatus(status)
+        except ValueError:
+            raise RunError(
+                f"unknown run status {status!r}; use one of "
+                f"{', '.join(s.value for s in RunStatus)}."
+            ) from None
+        content = self._run.status()
+        now = utc_now()
+        content["status"] = state.value
+        content["updated_at"] = now
+        if state is RunStatus.STARTED:
+            content.update(
+                started_at=now,
+                finished_at=None,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                reason=None,
+                plugin=None,
+                hook=None,
+                phase=None,
+            )
+        elif state in (RunStatus.FINISHED, RunStatus.FAILED):
+            content["finished_at"] = now
+        content.update(fields)
+        atomic_write_json(self._run.path / STATUS_FILE, content)
+        return content
+
+    def append_metrics(
+        self,
+        stage: str,
+        epoch: int,
+        step: int,
+        metrics: Mapping[str, float],
+        skipped: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Append one metrics record (flushed and synced to disk) and return it.
+
+        *stage* is ``"before"``, ``"epoch"``, ``"step"`` or ``"after"``; *skipped* counts, per
+        key, the queries that could not be scored.
+        """
+        if stage not in METRIC_STAGES:
+            raise RunError(
+                f"unknown metrics stage {stage!r}; use one of {', '.join(METRIC_STAGES)}."
+            )
+        record: dict[str, Any] = {
+            "stage": stage,
+            "epoch": int(epoch),
+            "step": int(step),
+            "metrics": {str(key): float(value) for key, value in metrics.items()},
+            "timestamp": utc_now(),
+        }
+        if skipped:
+            record["skipped"] = {str(key): int(value) for key, value in skipped.items()}
+        line = json.dumps(record) + "\n"
+        with open(self._run.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return record
+
+    def keep_metrics_through(self, epoch: int) -> None:
+        """Forget the metrics records of epochs after *epoch*, keeping those of ``"before"``.
+
+        A resumed run re-runs the epochs its checkpoint does not cover; their old records, and
+        any ``"after"`` record, would otherwise be counted twice. The file is replaced
+        atomically, and only when something is dropped.
+        """
+        history = self._run.metric_history()
+        keep = [
+            r
+            for r in history
+            if r["stage"] == "before" or (r["stage"] in ("epoch", "step") and r["epoch"] <= epoch)
+        ]
+        if len(keep) != len(history):
+            text = "".join(json.dumps(r) + "\n" for r in keep)
+            atomic_write_text(self._run.metrics_path, text)
+
+    def write_examples(self, examples: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace ``examples.json`` atomically with ``{stage: {query: [match, ...]}}``."""
+        content: dict[str, dict[str, list[str]]] = {}
+        for stage, queries in examples.items():
+            if not isinstance(queries, Mapping):
+                raise RunError(
+                    f"examples for stage {stage!r} must map each query to its matches, "
+                    f"not {type(queries).__name__}."
+                )
+            content[str(stage)] = {
+                str(query): [str(match) for match in matches] for query, matches in queries.items()
+            }
+        atomic_write_json(self._run.path / EXAMPLES_FILE, content)
+
+    def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
+        """Set the example results of *stage* (``{query: [match, ...]}``), keeping the other
+        stages' results."""
+        current = self._run.example_results()
+        current[stage] = {str(q): [str(m) for m in matches] for q, matches in examples.items()}
+        self.write_examples(current)
+
+    def write_source(self, options: Mapping[str, Any]) -> None:
+        """Write the config file's *options* as ``source.yml``, atomically, so that
+        ``finetuner resume`` can rebuild the fit from them."""
+        atomic_write_text(self._run.path / SOURCE_FILE, dump_yaml(options))
