@@ -7,7 +7,12 @@ Build from the repository root, with finetuner and every first-party plugin inst
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import finetuner
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "finetuner"
 author = "the finetuner authors"
@@ -18,12 +23,13 @@ version = release
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
+    "fit_options",  # docs/_ext: the options table, made from FitConfig
 ]
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 # docs/README.md explains how to build the site; it is not a page of it.
-exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "README.md", "Thumbs.db", ".DS_Store"]
 
 # MyST: ::: fences for directives, and anchors for headings down to level 3 so that
 # pages can link to a section with [text](page.md#section-title).

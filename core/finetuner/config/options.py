@@ -347,7 +347,7 @@ def format_validation_error(
             where = f"{source}{f':{line}' if line else ''}: option '{loc}'"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = "unknown option" + close_matches_hint(top, FIT_OPTIONS)
+            message = "unknown option." + close_matches_hint(top, FIT_OPTIONS)
             parts.append(f"{where}: {message}")
             continue
         given = error.get("input")
