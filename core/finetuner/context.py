@@ -23,8 +23,9 @@ class Control:
 
     * :meth:`request_stop` ends training after the current epoch (the epoch's metrics are
       published and ``finetuner_on_epoch_end`` still runs, so checkpoints see the decision).
-    * :meth:`request_checkpoint` asks checkpointing plugins to write state at the end of this
-      epoch even where their schedule would skip it.
+    * :meth:`request_checkpoint` asks for a training checkpoint at the end of this epoch: the
+      trainer writes one after ``finetuner_on_epoch_end`` unless a plugin already saved one
+      then, so the run can resume from this epoch.
     * :meth:`request_evaluation` runs producers and consumers once more after the current
       batch (stage ``"step"``), e.g. every N steps.
     """
@@ -65,7 +66,10 @@ class Control:
         return self._stop_requested_by
 
     def request_checkpoint(self, reason: str = "requested") -> None:
-        """Ask checkpointing plugins to save state at the end of this epoch."""
+        """Ask for a training checkpoint at the end of this epoch (*reason* goes to the run's
+        log). The trainer writes it after ``finetuner_on_epoch_end``, unless a plugin (such as
+        ``TrainingCheckpoint``) saved one at this epoch's end already; the run can then resume
+        from it (``fit(..., resume=...)``). Requests are cleared at every epoch end."""
         self._checkpoint_reason = reason
 
     @property
