@@ -19,7 +19,10 @@ from collections.abc import Sequence
 
 __all__ = ["MOVED", "MOVED_PACKAGES", "install", "new_name"]
 
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    "finetuner.console": "finetuner.plugins.console",
+    "finetuner.monitoring": "finetuner.plugins.monitoring",
+}
 """Old module name -> the module that holds its names now."""
 
 MOVED_PACKAGES: dict[str, str] = {}

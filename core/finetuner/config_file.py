@@ -53,7 +53,7 @@ def _callback_lines(text: str) -> list[int]:
 
 
 def _resolve_callback(spec: Any, where: str) -> Any:
-    from .plugins import FIRST_PARTY_CALLBACKS, discover, first_party_distribution, load
+    from .plugins import discover, first_party_callback, first_party_callbacks, load
 
     if isinstance(spec, str):
         name, options = spec, {}
@@ -68,15 +68,16 @@ def _resolve_callback(spec: Any, where: str) -> Any:
     infos = discover().callbacks
     match = [i for i in infos if i.name == name or i.class_name == name]
     if not match:
-        dist = first_party_distribution(name)
-        if dist is not None:
+        first_party = first_party_callback(name)
+        if first_party is not None:
+            dist = first_party.distribution
             raise PluginError(
                 f"{where}: callback '{name}' needs the distribution '{dist}'; install it with `pip install {dist}`."
             )
         known = sorted({*(i.name for i in infos), *(i.class_name or "" for i in infos)} - {""})
         raise ConfigError(
             f"{where}: unknown callback '{name}'; installed callbacks: {', '.join(known) or '(none)'}."
-            f"{close_matches_hint(name, [*known, *FIRST_PARTY_CALLBACKS])}"
+            f"{close_matches_hint(name, [*known, *(c.class_name for c in first_party_callbacks())])}"
         )
     info = load(match[0])
     if info.broken:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import (
+from ..events import (
     BatchEnded,
     EpochEnded,
     EpochStarted,
@@ -131,7 +131,7 @@ class ConsoleReporter:
             self._print(f"Training [{event.epoch + 1}/{event.epochs}] {self._metrics_text()}")
 
     def finetuner_on_log(self, event: LogRecorded) -> None:
-        from ._runlog import level_number
+        from .._runlog import level_number  # integrator: runs.log
 
         level = level_number(event.level)
         if level >= 30 or (level >= 20 and event.logger != "finetuner.trainer"):
