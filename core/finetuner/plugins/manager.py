@@ -1,17 +1,17 @@
 """The plugin manager of one run: always-on plugins and the run's callbacks.
 
 :func:`build_plugin_manager` creates it; the trainer calls hooks through ``pm.hook``. When a hook
-raises, :meth:`FinetunerPluginManager.culprit` says which plugin and hook it was, for the run's
-``status.json``, using only pluggy's public API: the manager watches hook calls
-(``add_hookcall_monitoring``) to know which call raised, and that call's implementations are
-matched against the frames of the traceback.
+raises, :func:`culprit` says which plugin and hook it was, for the run's ``status.json``, with
+pluggy's public API only, and at no cost to hook calls that do not fail: it reads the exception's
+traceback, where the hook call is a frame of a ``pluggy.HookCaller`` (whose ``name`` is the hook)
+and the implementation that raised is a frame running one of that hook's implementations.
 """
 
 from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +32,6 @@ from .discovery import (
 __all__ = ["FinetunerPluginManager", "Registered", "build_plugin_manager", "culprit"]
 
 
-@dataclass
-class _FailedCall:
-    """The outermost hook call that an exception escaped from."""
-
-    exception: BaseException
-    hook: str
-    impls: Sequence[pluggy.HookImpl]
-
-
 class FinetunerPluginManager(pluggy.PluginManager):
     """A pluggy manager for one run.
 
@@ -51,22 +42,6 @@ class FinetunerPluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT_NAME)
         self.add_hookspecs(hookspecs)
-        self._failed: _FailedCall | None = None
-        self.add_hookcall_monitoring(_ignore_call, self._after_call)
-
-    def _after_call(
-        self,
-        outcome: pluggy.Result[Any],
-        hook_name: str,
-        impls: Sequence[pluggy.HookImpl],
-        kwargs: Mapping[str, Any],
-    ) -> None:
-        # Runs after every hook call, so it does one attribute read when nothing failed. An
-        # exception passing through nested calls reaches the outer ones last: the record
-        # ends with the outermost, the hook the trainer called.
-        exc = outcome.exception
-        if exc is not None:
-            self._failed = _FailedCall(exc, hook_name, impls)
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -105,14 +80,7 @@ class FinetunerPluginManager(pluggy.PluginManager):
 
     def culprit(self, exc: BaseException) -> tuple[str | None, str | None]:
         """Which plugin's hook raised *exc*: ``(plugin name, hook name)`` or ``(None, None)``."""
-        failed = self._failed
-        if failed is None or failed.exception is not exc:
-            return None, None
-        return culprit(exc, failed.hook, failed.impls)
-
-
-def _ignore_call(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Any) -> None:
-    return None
+        return culprit(exc)
 
 
 def _code_of(function: Callable[..., Any]) -> types.CodeType | None:
@@ -120,28 +88,38 @@ def _code_of(function: Callable[..., Any]) -> types.CodeType | None:
     return getattr(func, "__code__", None)
 
 
-def culprit(
-    exc: BaseException, hook: str, impls: Sequence[pluggy.HookImpl]
-) -> tuple[str | None, str | None]:
-    """The implementation among *impls* (those of the call of *hook* that *exc* escaped
-    from) whose frame is in *exc*'s traceback: ``(plugin name, hook)``, else ``(None, None)``.
-
-    One function may serve several instances (two of one callback class): the frame's
-    ``self`` tells them apart.
-    """
+def _by_code(impls: Sequence[pluggy.HookImpl]) -> dict[types.CodeType, list[pluggy.HookImpl]]:
     by_code: dict[types.CodeType, list[pluggy.HookImpl]] = {}
     for impl in impls:
         code = _code_of(impl.function)
         if code is not None:
             by_code.setdefault(code, []).append(impl)
+    return by_code
+
+
+def culprit(exc: BaseException) -> tuple[str | None, str | None]:
+    """The plugin and hook that raised *exc*: ``(plugin name, hook name)``, else ``(None, None)``.
+
+    The traceback runs from the caller down to the ``raise``. A frame whose ``self`` is a
+    ``pluggy.HookCaller`` is a hook call; the first frame after it that runs one of that hook's
+    implementations is the plugin's. So a hook called from inside another hook's implementation
+    is blamed on the outer one, the hook the trainer called. One function may implement several
+    hooks (the hook call tells which) or serve several instances (the frame's ``self`` tells
+    which).
+    """
+    caller: pluggy.HookCaller | None = None
+    impls: dict[types.CodeType, list[pluggy.HookImpl]] = {}
     tb = exc.__traceback__
     while tb is not None:
-        owners = by_code.get(tb.tb_frame.f_code)
-        if owners:
-            this = tb.tb_frame.f_locals.get("self")
+        frame = tb.tb_frame
+        this = frame.f_locals.get("self")
+        if isinstance(this, pluggy.HookCaller):
+            caller, impls = this, _by_code(this.get_hookimpls())
+        elif caller is not None and frame.f_code in impls:
+            owners = impls[frame.f_code]
             for impl in owners:
                 if len(owners) == 1 or impl.plugin is this:
-                    return impl.plugin_name, hook
+                    return impl.plugin_name, caller.name
         tb = tb.tb_next
     return None, None
 
