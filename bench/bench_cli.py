@@ -50,7 +50,11 @@ def _python_of(executable: str) -> str:
 def _time_once(executable: str, args: tuple[str, ...], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        [executable, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
     )
     return time.perf_counter() - start
 
