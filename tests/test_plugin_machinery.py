@@ -26,6 +26,7 @@ from finetuner.plugins import (
     PluginInfo,
     first_party_callback,
     first_party_callbacks,
+    first_party_distribution,
     load,
     resolve_callback_class,
 )
@@ -156,6 +157,9 @@ def test_the_catalog_comes_from_the_core_metadata():
     assert stopping is not None and stopping.source_folder == "plugins/early-stopping"
     assert "pip install finetuner-early-stopping" in stopping.install_hint
     assert first_party_callback("NoSuchThing") is None
+    assert first_party_distribution("wiseft") == first_party_distribution("WiSEFTCallback")
+    assert first_party_distribution("WiSEFTCallback") == "finetuner-wiseft"
+    assert first_party_distribution("NoSuchThing") is None
 
 
 def _declared_callbacks(folder: Path) -> dict[str, str]:

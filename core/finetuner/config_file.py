@@ -53,7 +53,7 @@ def _callback_lines(text: str) -> list[int]:
 
 
 def _resolve_callback(spec: Any, where: str) -> Any:
-    from .plugins import discover, first_party_callback, first_party_callbacks, load
+    from .plugins import discover, first_party_callbacks, first_party_distribution, load
 
     if isinstance(spec, str):
         name, options = spec, {}
@@ -68,9 +68,8 @@ def _resolve_callback(spec: Any, where: str) -> Any:
     infos = discover().callbacks
     match = [i for i in infos if i.name == name or i.class_name == name]
     if not match:
-        first_party = first_party_callback(name)
-        if first_party is not None:
-            dist = first_party.distribution
+        dist = first_party_distribution(name)
+        if dist is not None:
             raise PluginError(
                 f"{where}: callback '{name}' needs the distribution '{dist}'; install it with `pip install {dist}`."
             )

@@ -27,6 +27,7 @@ __all__ = [
     "FirstPartyCallback",
     "first_party_callback",
     "first_party_callbacks",
+    "first_party_distribution",
     "list_callbacks",
     "resolve_callback_class",
 ]
@@ -79,6 +80,12 @@ def first_party_callback(name: str) -> FirstPartyCallback | None:
         if name in (callback.class_name, callback.entry_point):
             return callback
     return None
+
+
+def first_party_distribution(name: str) -> str | None:
+    """The distribution that ships a first-party callback, by class or entry-point name."""
+    callback = first_party_callback(name)
+    return callback.distribution if callback is not None else None
 
 
 def _broken(name: str, info: PluginInfo) -> PluginError:
