@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 import finetuner
-from finetuner.console import ConsoleReporter, format_duration, format_metric_line
+from finetuner.plugins.console import ConsoleReporter, format_duration, format_metric_line
 from finetuner.testing import make_tiny_data, run_recorded_fit
 
 

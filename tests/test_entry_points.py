@@ -46,6 +46,7 @@ else:
 
 import finetuner  # noqa: E402
 import finetuner.callback  # noqa: E402
+import finetuner.plugins.discovery  # noqa: E402
 from finetuner import hookspecs  # noqa: E402
 from finetuner.cli import main  # noqa: E402
 from finetuner.errors import ConfigError, PluginError  # noqa: E402
@@ -351,7 +352,7 @@ def test_disable_plugins_skips_a_callback_by_name(tmp_path, monkeypatch, blocked
 def test_broken_always_on_plugin_warns_and_the_fit_finishes(tmp_path, monkeypatch, capsys):
     # Entry points load once per process and the warning comes with that first load; start
     # from an empty load cache, as a fresh process would.
-    monkeypatch.setattr(finetuner.plugins, "_loaded", {})
+    monkeypatch.setattr(finetuner.plugins.discovery, "_loaded", {})
     with pytest.warns(PluginWarning) as record:
         result = run_recorded_fit(tmp_path, callbacks=[FixtureProducer()], epochs=1)
     messages = [str(w.message) for w in record if issubclass(w.category, PluginWarning)]

@@ -101,33 +101,25 @@ _LAZY = {
 
 _compat.install()
 
+# finetuner.<name> imports the submodule: the subpackages and top modules, and the old flat
+# names that now alias a moved module (see _compat).
 _SUBMODULES = frozenset(
     {
-        "artifacts",
-        "backbones",
         "callback",
-        "checkpoint",
         "cli",
         "config",
         "context",
-        "csv_data",
         "data",
-        "datasets",
-        "datastore",
-        "document",
+        "demo",
+        "encoding",
+        "errors",
         "events",
         "hookspecs",
-        "images",
-        "inference",
-        "losses",
         "models",
-        "monitoring",
-        "onnx_export",
-        "optim",
         "plugins",
         "runs",
         "testing",
-        "trainer",
+        "training",
         *(name.rpartition(".")[2] for name in _compat.MOVED),
         *(name.rpartition(".")[2] for name in _compat.MOVED_PACKAGES),
     }

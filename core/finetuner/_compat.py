@@ -39,6 +39,9 @@ MOVED: dict[str, str] = {
     # the run store
     "finetuner._runlog": "finetuner.runs.log",
     "finetuner.checkpoint": "finetuner.runs.checkpoints",
+    # the plugin machinery
+    "finetuner.console": "finetuner.plugins.console",
+    "finetuner.monitoring": "finetuner.plugins.monitoring",
 }
 """Old module name -> the module that holds its names now."""
 

@@ -6,13 +6,16 @@
     from finetuner.callback import EarlyStopping   # loads only that plugin
 
 A first-party callback whose distribution is not installed raises an error that names the
-distribution to install.
+distribution to install (:mod:`finetuner.plugins.catalog`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from .plugins.catalog import resolve_callback_class
+from .plugins.discovery import CallbackClass, discover
 
 if TYPE_CHECKING:
     from .context import TrainingContext
@@ -77,17 +80,17 @@ class Callback:
         return f"{type(self).__name__}({opts})"
 
 
+# Discovery checks that callback entry points name a subclass of this class.
+CallbackClass.register(Callback)
+
+
 def __getattr__(name: str) -> type:
     if name.startswith("__"):
         raise AttributeError(name)
-    from .plugins import resolve_callback_class
-
     return resolve_callback_class(name)
 
 
 def __dir__() -> list[str]:
-    from .plugins import discover
-
     return sorted(
         {*__all__, *(info.class_name for info in discover().callbacks if info.class_name)}
     )

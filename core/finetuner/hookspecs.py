@@ -237,11 +237,22 @@ def finetuner_on_log(ctx: TrainingContext, event: LogRecorded) -> None:
 def finetuner_add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add sub-commands to the ``finetuner`` command line.
 
-    Called once when the command line starts, with the ``argparse`` sub-parsers object of the
-    ``finetuner`` command. Implement it as a module-level function: in the module an entry
-    point of ``finetuner.plugins`` names, or, for a callback class of ``finetuner.callbacks``, in
-    the class's module or its top-level package. No run exists; ``ctx`` is not passed.
-    Add a parser with ``subparsers.add_parser(name, help=...)`` and set a handler with
-    ``parser.set_defaults(handler=func)``; ``func(args)`` returns the exit code. Raise
-    :class:`~finetuner.errors.FinetunerError` for errors the user should read.
+    Implement it as a module-level function, and declare each command it adds in the
+    entry-point group ``finetuner.commands`` (the command's name -> that module)::
+
+        [project.entry-points."finetuner.commands"]
+        count-runs = "my_plugin.commands"
+
+    ``finetuner --help`` then lists the command without importing anything (its one-line help
+    is the distribution's summary), and the module is imported, and this function called, only
+    when the command runs. Undeclared, it still works, but slowly: a command nobody declared
+    makes the command line load every plugin and call this hook on the module an entry point of
+    ``finetuner.plugins`` names or, for a callback class of ``finetuner.callbacks``, on the
+    class's module or its top-level package; ``--help`` does not list such commands.
+
+    It receives the ``argparse`` sub-parsers object of the ``finetuner`` command. No run
+    exists; ``ctx`` is not passed. Add a parser with ``subparsers.add_parser(name, help=...)``
+    and set a handler with ``parser.set_defaults(handler=func)``; ``func(args)`` returns the
+    exit code. Raise :class:`~finetuner.errors.FinetunerError` for errors the user should read.
+    Import heavy libraries inside the handler, so that ``finetuner COMMAND --help`` stays fast.
     """

@@ -15,6 +15,7 @@ and callbacks are listed by entry-point or class name with their options::
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, FinetunerError, PluginError, close_matches_hint
+from ..plugins import discover, first_party_callbacks, first_party_distribution, load
 from .options import FIT_OPTIONS, FitConfig, validate_fit_options
 
 __all__ = ["load_fit_config"]
@@ -53,8 +55,6 @@ def _callback_lines(text: str) -> list[int]:
 
 
 def _resolve_callback(spec: Any, where: str) -> Any:
-    from ..plugins import FIRST_PARTY_CALLBACKS, discover, first_party_distribution, load
-
     if isinstance(spec, str):
         name, options = spec, {}
     elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
@@ -76,7 +76,7 @@ def _resolve_callback(spec: Any, where: str) -> Any:
         known = sorted({*(i.name for i in infos), *(i.class_name or "" for i in infos)} - {""})
         raise ConfigError(
             f"{where}: unknown callback '{name}'; installed callbacks: {', '.join(known) or '(none)'}."
-            f"{close_matches_hint(name, [*known, *FIRST_PARTY_CALLBACKS])}"
+            f"{close_matches_hint(name, [*known, *(c.class_name for c in first_party_callbacks())])}"
         )
     info = load(match[0])
     if info.broken:
@@ -85,8 +85,6 @@ def _resolve_callback(spec: Any, where: str) -> Any:
     try:
         return cls(**options)
     except TypeError as exc:
-        import inspect
-
         accepted = [
             p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")
         ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import finetuner
 from finetuner.callback import Callback
-from finetuner.monitoring import MetricMonitor
+from finetuner.plugins.kit import MetricMonitor, WeightSnapshot
 
 __all__ = ["BestModelCheckpoint"]
 __version__ = "0.1.0"
@@ -31,7 +31,7 @@ class BestModelCheckpoint(Callback):
         self.monitor = monitor
         self.mode = mode
         self._best_epoch: int | None = None
-        self._weights: dict[str, dict[str, Any]] | None = None
+        self._weights = WeightSnapshot("BestModelCheckpoint")
 
     def monitored_metrics(self, ctx: Any) -> list[str]:
         return [self.monitor]
@@ -48,22 +48,18 @@ class BestModelCheckpoint(Callback):
             ctx.logger.info(f"Model improved from {monitor.best_text()} to {value:.3f}!")
             monitor.best = value
             self._best_epoch = event.epoch
-            self._weights = {
-                name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-                for name, module in ctx.models.items()
-            }
+            self._weights.take(ctx.models)
         else:
             ctx.logger.info("Model did not improve")
 
     @finetuner.hookimpl(tryfirst=True)
     def finetuner_on_train_end(self, ctx: Any) -> None:
-        if self._weights is None:
+        if not self._weights.taken:
             ctx.logger.warning(
                 f"BestModelCheckpoint: no epoch published '{self._monitor.key}'; keeping the last weights"
             )
             return
-        for name, module in ctx.models.items():
-            module.load_state_dict(self._weights[name])
+        self._weights.restore(ctx.models)
         ctx.logger.info(
             f"Restored the weights of epoch {(self._best_epoch or 0) + 1} "
             f"('{self._monitor.key}' = {self._monitor.best_text(5)})"
@@ -78,10 +74,10 @@ class BestModelCheckpoint(Callback):
         return {
             **self._monitor.state_dict(),
             "best_epoch": self._best_epoch,
-            "weights": self._weights,
+            "weights": self._weights.state_dict() or None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._monitor.load_state_dict(state)
         self._best_epoch = state.get("best_epoch")
-        self._weights = state.get("weights")
+        self._weights.load_state_dict(state.get("weights"))

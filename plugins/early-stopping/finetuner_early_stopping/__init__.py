@@ -7,7 +7,7 @@ from typing import Any
 
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
-from finetuner.monitoring import MetricMonitor
+from finetuner.plugins.kit import MetricMonitor
 
 __all__ = ["EarlyStopping"]
 __version__ = "0.1.0"

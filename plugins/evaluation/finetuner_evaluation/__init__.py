@@ -1,22 +1,28 @@
 """finetuner-evaluation: retrieval metrics for embeddings.
 
 ``evaluate_embeddings`` searches each query's nearest neighbours (exactly, or approximately with
-annoy) and returns the eight metrics of METRICS.md. annoy is imported only when it is used.
+annoy) and returns the eight metrics of METRICS.md. Importing this package is light: the
+callback, the options and the metric names import neither torch nor annoy, and
+``evaluate_embeddings`` and ``EvaluationResult`` (which import torch) load on first use.
 """
 
 from __future__ import annotations
 
-from finetuner_evaluation._annoy import DEFAULT_N_TREES, DEFAULT_SEARCH_K_FACTOR
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from finetuner_evaluation._callback import EvaluationCallback
-from finetuner_evaluation._cli import finetuner_add_commands
-from finetuner_evaluation._evaluate import (
+from finetuner_evaluation._constants import (
     AUTO_ANNOY_MIN_INDEX_ROWS,
+    DEFAULT_N_TREES,
+    DEFAULT_SEARCH_K_FACTOR,
+    DISTANCES,
+    METRIC_NAMES,
     SEARCHES,
-    EvaluationResult,
-    evaluate_embeddings,
 )
-from finetuner_evaluation._metrics import METRIC_NAMES
-from finetuner_evaluation._scoring import DISTANCES
+
+if TYPE_CHECKING:
+    from finetuner_evaluation._evaluate import EvaluationResult, evaluate_embeddings
 
 __all__ = [
     "AUTO_ANNOY_MIN_INDEX_ROWS",
@@ -28,7 +34,24 @@ __all__ = [
     "EvaluationCallback",
     "EvaluationResult",
     "evaluate_embeddings",
-    "finetuner_add_commands",
 ]
 
 __version__ = "0.1.0"
+
+# Names whose module imports torch, loaded on first use.
+_LAZY = {
+    "EvaluationResult": "finetuner_evaluation._evaluate",
+    "evaluate_embeddings": "finetuner_evaluation._evaluate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'finetuner_evaluation' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

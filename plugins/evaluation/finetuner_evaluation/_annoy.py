@@ -12,12 +12,11 @@ __all__ = ["DEFAULT_N_TREES", "DEFAULT_SEARCH_K_FACTOR", "annoy_top_k", "resolve
 import numpy as np
 import torch
 
+from finetuner_evaluation._constants import DEFAULT_N_TREES, DEFAULT_SEARCH_K_FACTOR
 from finetuner_evaluation._errors import ConfigError
 from finetuner_evaluation._inputs import Embeddings, Exclusions
 from finetuner_evaluation._scoring import order_candidates, prepare_index, prepare_queries
 
-DEFAULT_N_TREES = 10
-DEFAULT_SEARCH_K_FACTOR = 10
 _ANNOY_SEED = 1234
 _ROWS = 4_096
 _RESCORE_ROWS = 1_024

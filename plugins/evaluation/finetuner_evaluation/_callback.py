@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
-from finetuner_evaluation._annoy import DEFAULT_N_TREES
-from finetuner_evaluation._evaluate import SEARCHES, evaluate_embeddings
-from finetuner_evaluation._metrics import METRIC_NAMES
-from finetuner_evaluation._scoring import DISTANCES
+from finetuner_evaluation._constants import DEFAULT_N_TREES, DISTANCES, METRIC_NAMES, SEARCHES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["EvaluationCallback", "caption_for"]
 
@@ -153,6 +151,8 @@ class EvaluationCallback(Callback):
     # --- set-up ------------------------------------------------------------------------------
 
     def finetuner_configure(self, ctx: Any) -> None:
+        import numpy as np  # here, not at the top: listing plugins imports this module
+
         towers = list(ctx.models)
         for option in ("model", "index_model"):
             name = getattr(self, option)
@@ -198,6 +198,9 @@ class EvaluationCallback(Callback):
             ctx.control.request_evaluation()
 
     def finetuner_evaluate(self, ctx: Any, event: Any) -> dict[str, float]:
+        # Here, not at the top: it imports torch, and listing plugins imports this module.
+        from finetuner_evaluation._evaluate import evaluate_embeddings
+
         queries, index = self._queries, self._index
         query_tower = self.model
         index_tower = self.index_model or self.model

@@ -1,4 +1,8 @@
-"""``finetuner evaluate``: retrieval metrics of a registry model or an artifact, no training."""
+"""``finetuner evaluate``: retrieval metrics of a registry model or an artifact, no training.
+
+Declared in the ``finetuner.commands`` entry-point group, so ``finetuner --help`` lists the
+command without importing this module; it is imported only when the command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+import finetuner
+from finetuner.errors import ConfigError
+from finetuner.plugins import kit
 
 __all__ = ["finetuner_add_commands"]
 
@@ -51,16 +59,13 @@ def _is_artifact(path: Path) -> bool:
 
 
 def _evaluate_command(args: argparse.Namespace) -> int:
-    import finetuner
-    from finetuner.csv_data import CSVOptions
-    from finetuner.data import load_dataset
-    from finetuner.errors import ConfigError
+    # Here, not at the top: they import torch, which `finetuner evaluate --help` needs not.
     from finetuner_evaluation._evaluate import evaluate_embeddings
 
-    options = CSVOptions(is_labeled=args.labeled)
-    queries = load_dataset(args.query_data, name="query_data", csv_options=options)
+    options = kit.CSVOptions(is_labeled=args.labeled)
+    queries = kit.load_dataset(args.query_data, name="query_data", csv_options=options)
     index = (
-        load_dataset(args.index_data, name="index_data", csv_options=options)
+        kit.load_dataset(args.index_data, name="index_data", csv_options=options)
         if args.index_data
         else None
     )

@@ -17,7 +17,13 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
-from finetuner_evaluation._annoy import DEFAULT_N_TREES, annoy_top_k
+from finetuner_evaluation._annoy import annoy_top_k
+from finetuner_evaluation._constants import (
+    AUTO_ANNOY_MIN_INDEX_ROWS,
+    DEFAULT_N_TREES,
+    DISTANCES,
+    SEARCHES,
+)
 from finetuner_evaluation._errors import ConfigError, DataError, unknown_choice_message
 from finetuner_evaluation._exact import DEFAULT_INDEX_ROWS, DEFAULT_QUERY_ROWS, exact_top_k
 from finetuner_evaluation._inputs import (
@@ -29,19 +35,7 @@ from finetuner_evaluation._inputs import (
     exclusions_by_position,
 )
 from finetuner_evaluation._metrics import mean_metrics, relevance_matrix
-from finetuner_evaluation._scoring import DISTANCES, reported_scores
-
-SEARCHES = ("exact", "annoy", "auto")
-
-#: ``search="auto"`` switches to annoy from this many index rows on, and stays exact below.
-#: Exact search costs queries x rows x dim multiply-adds and nothing up front: 10,000 queries
-#: against 100,000 x 384 rows take 5 s on the reference's two cores (20 s on a slower,
-#: shared two-core box), so up to about a million rows it finishes in minutes at worst and
-#: its results are exact. annoy first copies every row into its forest and builds the trees
-#: (about 3-4 s per 100,000 rows of dimension 384 at the defaults) and then answers in nearly
-#: constant time per query; at 100,000 rows it saved little (15 s against 18 s, same box), so
-#: it is worth its approximation only well beyond that.
-AUTO_ANNOY_MIN_INDEX_ROWS = 1_000_000
+from finetuner_evaluation._scoring import reported_scores
 
 _DETAIL_ROWS = 1_024
 

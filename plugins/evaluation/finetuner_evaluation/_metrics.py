@@ -11,16 +11,7 @@ __all__ = ["METRIC_NAMES", "mean_metrics", "per_query_metrics", "relevance_matri
 
 import numpy as np
 
-METRIC_NAMES = (
-    "precision_at_k",
-    "recall_at_k",
-    "f1_score_at_k",
-    "hit_at_k",
-    "average_precision",
-    "reciprocal_rank",
-    "dcg_at_k",
-    "ndcg_at_k",
-)
+from finetuner_evaluation._constants import METRIC_NAMES
 
 
 def relevance_matrix(

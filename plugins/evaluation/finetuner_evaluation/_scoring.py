@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DISTANCES = ("cosine", "euclidean", "sqeuclidean")
+from finetuner_evaluation._constants import DISTANCES
 
 
 def prepare_queries(rows: torch.Tensor, distance: str) -> torch.Tensor:

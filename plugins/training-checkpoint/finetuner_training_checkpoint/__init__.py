@@ -6,8 +6,8 @@ from typing import Any
 
 import finetuner
 from finetuner.callback import Callback
-from finetuner.checkpoint import prune
 from finetuner.errors import ConfigError
+from finetuner.plugins import kit
 
 __all__ = ["TrainingCheckpoint"]
 __version__ = "0.1.0"
@@ -42,4 +42,5 @@ class TrainingCheckpoint(Callback):
     @finetuner.hookimpl(trylast=True)
     def finetuner_on_epoch_end(self, ctx: Any) -> None:
         ctx.save_checkpoint()
-        prune(ctx.run.checkpoint_dir, keep=self.last_k_epochs)
+        # An attribute of the kit, read here: it imports torch, which listing plugins must not.
+        kit.prune_checkpoints(ctx.run.checkpoint_dir, keep=self.last_k_epochs)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import finetuner
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError, PluginError
+from finetuner.plugins.kit import WeightSnapshot
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["WiSEFTCallback", "merge_weights"]
 __version__ = "0.1.0"
@@ -72,28 +74,24 @@ class WiSEFTCallback(Callback):
                 f"WiSEFTCallback: alpha must be a number between 0 and 1, not {alpha!r}."
             )
         self.alpha = float(alpha)
-        self._pretrained: dict[str, dict[str, torch.Tensor]] | None = None
+        self._pretrained = WeightSnapshot("WiSEFTCallback")
 
     def finetuner_on_fit_begin(self, ctx: Any) -> None:
-        if self._pretrained is None:  # a resumed run restored the original weights already
-            self._pretrained = {
-                name: {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-                for name, module in ctx.models.items()
-            }
+        if not self._pretrained.taken:  # a resumed run restored the original weights already
+            self._pretrained.take(ctx.models)
 
     @finetuner.hookimpl(trylast=True)
     def finetuner_on_train_end(self, ctx: Any) -> None:
-        assert self._pretrained is not None
         for name, module in ctx.models.items():
             module.load_state_dict(
-                merge_weights(self._pretrained[name], module.state_dict(), self.alpha)
+                merge_weights(self._pretrained.weights(name), module.state_dict(), self.alpha)
             )
         ctx.logger.info(
             f"WiSE-FT: merged pre-trained and fine-tuned weights with alpha={self.alpha}"
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pretrained": self._pretrained}
+        return {"pretrained": self._pretrained.state_dict() or None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._pretrained = state.get("pretrained")
+        self._pretrained.load_state_dict(state.get("pretrained"))

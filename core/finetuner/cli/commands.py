@@ -1,27 +1,23 @@
-"""The ``finetuner`` command line.
+"""The built-in commands of ``finetuner``: their arguments and what they do.
 
-Errors print as one ``error: ...`` line with a non-zero exit; ``--debug`` shows tracebacks.
-Plugins add sub-commands through the ``finetuner_add_commands`` hook.
+Each command's heavy modules (the trainer, torch, the model registry) are imported inside its
+handler, so that building the parser, ``finetuner --help`` and ``finetuner runs`` stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import traceback
-from collections.abc import Sequence
 from typing import Any
 
-from ._version import __version__
-from .errors import FinetunerError
+from ..errors import RunError
 
-__all__ = ["main"]
+__all__ = ["add_builtin_commands", "add_store_commands"]
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .config import load_fit_config
-    from .training import Trainer
+    from ..config import load_fit_config
+    from ..training import Trainer
 
     overrides = {
         "runs_dir": args.runs_dir,
@@ -37,10 +33,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     import yaml
 
-    from .config import fit_config_from_options
-    from .errors import RunError
-    from .runs import get_run
-    from .training import Trainer
+    from ..config import fit_config_from_options
+    from ..runs import get_run
+    from ..training import Trainer
 
     run = get_run(args.run, experiment_name=args.experiment, runs_dir=args.runs_dir)
     source_file = run.path / "source.yml"
@@ -57,67 +52,16 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run = run_demo(epochs=args.epochs, runs_dir=args.runs_dir)
     print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
     return 0
 
 
-def plugin_rows() -> list[dict[str, Any]]:
-    """Installed callbacks and always-on plugins, loaded, with their hooks and state."""
-    from .plugins import disabled_names, discover, implemented_hooks, load
-
-    blocked = disabled_names()
-    rows = []
-    for info in discover().all():
-        load(info, warn=False)
-        rows.append(
-            {
-                "name": info.name,
-                "kind": info.kind,
-                "object": info.value,
-                "distribution": info.distribution,
-                "version": info.version,
-                "hooks": implemented_hooks(info.obj) if not info.broken else [],
-                "status": "broken"
-                if info.broken
-                else ("disabled" if info.matches(blocked) else "ok"),
-                "error": info.error,
-            }
-        )
-    return rows
-
-
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    rows = plugin_rows()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="finetuner plugins")
-    for column in ("name", "kind", "distribution", "version", "status", "hooks"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        status = row["status"] if row["status"] != "broken" else f"broken: {row['error']}"
-        table.add_row(
-            row["name"],
-            row["kind"],
-            row["distribution"] or "-",
-            row["version"] or "-",
-            status,
-            ", ".join(row["hooks"]),
-        )
-    Console(soft_wrap=False).print(table)
-    if not rows:
-        print("no plugins installed")
-    return 0
-
-
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .runs import get_run, list_runs
+    # Here, not at the top: the run store's module is a tenth of `finetuner --help`'s start-up.
+    from ..runs import get_run, list_runs
 
     if args.name:
         run = get_run(args.name, experiment_name=args.experiment, runs_dir=args.runs_dir)
@@ -172,7 +116,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import describe_models
+    from ..models import describe_models
 
     rows = describe_models(task=args.task, print_table=not args.json)
     if args.json:
@@ -181,7 +125,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .data import CSVOptions, delete_data, list_data, push_data
+    from ..data import CSVOptions, delete_data, list_data, push_data
 
     if args.action == "push":
         options = CSVOptions(is_labeled=args.labeled, encoding=args.encoding)
@@ -204,14 +148,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="finetuner", description="Fine-tune embedding models on your own machine."
-    )
-    parser.add_argument("--version", action="version", version=f"finetuner {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_builtin_commands(sub: Any) -> None:
+    """Add the core's commands (all but ``plugins``, see :mod:`.listing`) to *sub*."""
     fit = sub.add_parser("fit", help="fine-tune with the options of a YAML config file")
     fit.add_argument("config", help="YAML file with fit options")
     fit.add_argument(
@@ -232,10 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--runs-dir")
     demo.set_defaults(handler=_cmd_demo)
 
-    plugins = sub.add_parser("plugins", help="list installed callbacks and always-on plugins")
-    plugins.add_argument("--json", action="store_true", help="print JSON")
-    plugins.set_defaults(handler=_cmd_plugins)
 
+def add_store_commands(sub: Any) -> None:
+    """Add the commands that read the run store, the registry and the data store to *sub*."""
     runs = sub.add_parser("runs", help="list runs, or show one with its status and metrics")
     runs.add_argument("name", nargs="?", help="a run name to show")
     runs.add_argument("--experiment")
@@ -261,74 +198,3 @@ def build_parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", help="delete a pushed data set")
     delete.add_argument("name")
     data.set_defaults(handler=_cmd_data)
-
-    _add_plugin_commands(sub)
-    return parser
-
-
-def _command_holders(obj: Any) -> list[Any]:
-    """Where a plugin's module-level ``finetuner_add_commands`` may live: the entry point's
-    module itself, or, for a class, its module and then its top-level package."""
-    if not isinstance(obj, type):
-        return [obj]
-    module = getattr(obj, "__module__", "") or ""
-    names = [module, module.split(".")[0]]
-    return [sys.modules[name] for name in dict.fromkeys(names) if name in sys.modules]
-
-
-def _add_plugin_commands(sub: Any) -> None:
-    """Let installed plugins add sub-commands (finetuner_add_commands)."""
-    from .plugins import FinetunerPluginManager, disabled_names, discover, load
-
-    pm = FinetunerPluginManager()
-    blocked = disabled_names()
-    for info in discover().all():
-        if info.matches(blocked):
-            continue
-        load(info, warn=False)
-        if info.broken:
-            continue
-        for holder in _command_holders(info.obj):
-            if callable(getattr(holder, "finetuner_add_commands", None)):
-                if pm.get_plugin(info.name) is None and not pm.is_registered(holder):
-                    pm.register(holder, name=info.name)
-                break
-    pm.hook.finetuner_add_commands(subparsers=sub)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [arg for arg in argv if arg != "--debug"]
-    try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "handler", None):
-            parser.print_help()
-            return 0
-        return int(args.handler(args) or 0)
-    except FinetunerError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # e.g. `finetuner runs | head`: the reader left, nothing to report
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        print(
-            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import (
+from ..events import (
     BatchEnded,
     EpochEnded,
     EpochStarted,
@@ -131,7 +131,9 @@ class ConsoleReporter:
             self._print(f"Training [{event.epoch + 1}/{event.epochs}] {self._metrics_text()}")
 
     def finetuner_on_log(self, event: LogRecorded) -> None:
-        from .runs.log import level_number
+        from ..runs.log import (
+            level_number,  # structlog loads with a run, not with `finetuner plugins`
+        )
 
         level = level_number(event.level)
         if level >= 30 or (level >= 20 and event.logger != "finetuner.trainer"):

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["MODES", "MetricMonitor", "resolve_mode"]
 
@@ -19,6 +19,8 @@ MODES = ("auto", "min", "max")
 
 
 def resolve_mode(key: str, mode: str) -> str:
+    """``min`` or ``max`` for *key*: *mode* itself unless it is ``auto``, which means ``min``
+    for losses (keys ending in ``loss``) and ``max`` for everything else."""
     if mode != "auto":
         return mode
     return "min" if key.endswith("loss") else "max"
@@ -76,6 +78,7 @@ class MetricMonitor:
         return float(event.metrics[self.key])
 
     def improves(self, value: float) -> bool:
+        """Whether *value* beats the best value by more than ``min_delta`` (never for NaN)."""
         if math.isnan(value):
             return False
         if self.best is None:
@@ -91,8 +94,10 @@ class MetricMonitor:
         return "inf" if self.mode == "min" else "-inf"
 
     def state_dict(self) -> dict[str, Any]:
+        """The best value so far, for a training checkpoint."""
         return {"best": self.best}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` gave, when a run resumes."""
         if state.get("best") is not None:
             self.best = float(state["best"])
