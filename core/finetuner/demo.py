@@ -6,18 +6,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from . import fit
+from .errors import PluginError
+from .plugins import resolve_callback_class
+
 __all__ = ["demo_options", "run_demo"]
 
 
 def demo_options(
     *, epochs: int = 5, runs_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
-    from .errors import PluginError
-
     callbacks: list[Any] = []
     try:
-        from .plugins import resolve_callback_class
-
         evaluation = resolve_callback_class("EvaluationCallback")
         callbacks.append(evaluation(query_data="digits-eval", index_data="digits-train", limit=20))
     except PluginError:
@@ -41,6 +41,4 @@ def demo_options(
 
 
 def run_demo(*, epochs: int = 5, runs_dir: str | os.PathLike[str] | None = None) -> Any:
-    from . import fit
-
     return fit(**demo_options(epochs=epochs, runs_dir=runs_dir))

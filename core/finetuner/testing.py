@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+import finetuner
+
 from .callback import Callback
 from .hookspecs import hookimpl
 
@@ -245,8 +247,6 @@ def run_recorded_fit(
 
     Pass your own *recorder* to inspect the calls of a fit that raises.
     """
-    import finetuner
-
     recorder = recorder if recorder is not None else HookRecorder()
     plugin = _RecorderPlugin(recorder)
     data = options.pop("train_data", None) or make_tiny_data()

@@ -18,6 +18,7 @@ import torch
 from .._version import __version__
 from ..models.artifact import write_artifact
 from ..models.onnx import export_onnx
+from ..plugins import Registered
 from ..runs import Run
 from .setup import FitSetup
 
@@ -39,7 +40,7 @@ def export_onnx_models(setup: FitSetup, log: Any) -> dict[str, bytes]:
 
 
 def artifact_metadata(
-    run: Run, device: torch.device, duration: float, registered: Sequence[Any]
+    run: Run, device: torch.device, duration: float, registered: Sequence[Registered]
 ) -> dict[str, Any]:
     """The artifact's ``metadata.yml``: the run, versions, device, duration and plugins used."""
     return {
@@ -63,7 +64,7 @@ def write_fit_artifact(
     run: Run,
     *,
     config: Mapping[str, Any],
-    registered: Sequence[Any],
+    registered: Sequence[Registered],
     metrics: Mapping[str, Mapping[str, float]],
     duration: float,
     log: Any,

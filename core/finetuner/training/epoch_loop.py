@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..context import TrainingContext
 from ..data import iterate_batches
 from ..errors import FinetunerError
 from ..events import BatchEnded, BatchStarted, EpochStarted
@@ -28,7 +29,7 @@ class EpochLoop:
         setup: FitSetup,
         step: TrainingStep,
         hook: Any,
-        ctx: Any,
+        ctx: TrainingContext,
         publisher: MetricsPublisher,
     ) -> None:
         self.setup, self.step, self.hook, self.ctx, self.publisher = (

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..context import TrainingContext
 from ..errors import PluginError
 from ..events import ExceptionRaised
+from ..plugins import FinetunerPluginManager
 from ..runs import RunStatus
+from ..runs.writer import RunWriter
 
 __all__ = [
     "Failure",
@@ -83,7 +86,9 @@ class Failure:
     phase: Phase
 
 
-def describe_failure(exc: BaseException, phase: Phase, plugin_manager: Any = None) -> Failure:
+def describe_failure(
+    exc: BaseException, phase: Phase, plugin_manager: FinetunerPluginManager | None = None
+) -> Failure:
     """Attribute *exc* to the plugin whose hook raised it, when one did."""
     plugin, hook = plugin_manager.culprit(exc) if plugin_manager is not None else (None, None)
     if plugin is None and isinstance(exc, PluginError):
@@ -95,10 +100,10 @@ def record_failure(
     exc: BaseException,
     phase: Phase,
     *,
-    writer: Any,
+    writer: RunWriter,
     log: Any,
-    plugin_manager: Any = None,
-    ctx: Any = None,
+    plugin_manager: FinetunerPluginManager | None = None,
+    ctx: TrainingContext | None = None,
 ) -> Failure:
     """Record that the fit failed with *exc* in *phase*: the run's status, its log, a note on
     the exception naming the plugin, and ``finetuner_on_exception``. Nothing here raises: the

@@ -26,8 +26,11 @@ from ..events import (
     frozen_mapping,
 )
 from ..models.artifact import artifact_size
+from ..plugins import FinetunerPluginManager, Registered
 from ..runs import Run, RunStatus
 from ..runs.checkpoints import write_checkpoint
+from ..runs.log import RunLog
+from ..runs.writer import RunWriter
 from .artifact import write_fit_artifact
 from .epoch_loop import EpochLoop
 from .failure import Phase, PhaseTracker
@@ -51,10 +54,10 @@ class FitLoop:
         *,
         run: Run,
         config: Mapping[str, Any],
-        plugin_manager: Any,
-        registered: Sequence[Any],
-        writer: Any,
-        runlog: Any,
+        plugin_manager: FinetunerPluginManager,
+        registered: Sequence[Registered],
+        writer: RunWriter,
+        runlog: RunLog,
         phases: PhaseTracker,
         resume_state: Mapping[str, Any] | None = None,
     ) -> None:
@@ -72,7 +75,11 @@ class FitLoop:
         self._saved_epoch: int | None = None
 
     def _context(
-        self, run: Run, config: Mapping[str, Any], plugin_manager: Any, logger: Any
+        self,
+        run: Run,
+        config: Mapping[str, Any],
+        plugin_manager: FinetunerPluginManager,
+        logger: Any,
     ) -> TrainingContext:
         setup = self.setup
         services = FitServices(setup, self.writer)

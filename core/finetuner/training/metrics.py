@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..callback import Callback
+from ..context import TrainingContext
 from ..encoding import evaluating
 from ..errors import ConfigError, PluginError, close_matches_hint
 from ..events import EvaluationRequested, MetricDeclaration, MetricsPublished, Stage, frozen_mapping
+from ..plugins import Registered
+from ..runs.writer import RunWriter
 from .failure import Phase, PhaseTracker
 
 __all__ = ["MetricKeys", "MetricsPublisher", "collect_declarations", "resolve_declarations"]
@@ -39,7 +42,7 @@ class MetricKeys:
 
 
 def collect_declarations(
-    returned: Iterable[Any], registered: Sequence[Any], ctx: Any
+    returned: Iterable[Any], registered: Sequence[Registered], ctx: TrainingContext
 ) -> list[MetricDeclaration]:
     """What ``finetuner_configure`` returned, plus each Callback's ``provided_metrics`` and
     ``monitored_metrics`` (*registered* are the run's plugins)."""
@@ -143,7 +146,9 @@ def _merge(results: Iterable[Any], declared: frozenset[str]) -> dict[str, float]
 class MetricsPublisher:
     """Runs one evaluation: producers, then the run's metrics record, then the consumers."""
 
-    def __init__(self, hook: Any, ctx: Any, writer: Any, phases: PhaseTracker) -> None:
+    def __init__(
+        self, hook: Any, ctx: TrainingContext, writer: RunWriter, phases: PhaseTracker
+    ) -> None:
         self.hook, self.ctx, self.writer, self.phases = hook, ctx, writer, phases
         self.keys = MetricKeys(keys=())
 

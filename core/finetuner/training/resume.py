@@ -16,7 +16,9 @@ from typing import Any
 
 from ..callback import Callback
 from ..config import FitConfig, resume_checked_options
+from ..context import TrainingContext
 from ..errors import ConfigError, RunError, RunInProgressError
+from ..plugins import Registered
 from ..runs import Run, RunStatus, get_run
 from ..runs.checkpoints import list_checkpoints, load_checkpoint
 from ..runs.layout import STATUS_FILE
@@ -126,7 +128,10 @@ def _optional_state(obj: Any) -> Any:
 
 
 def capture_state(
-    setup: FitSetup, ctx: Any, registered: Sequence[Any], metrics_before: Mapping[str, float]
+    setup: FitSetup,
+    ctx: TrainingContext,
+    registered: Sequence[Registered],
+    metrics_before: Mapping[str, float],
 ) -> dict[str, Any]:
     """Everything a resumed run needs, at the end of epoch ``ctx.epoch``."""
     return {
@@ -150,7 +155,10 @@ def capture_state(
 
 
 def restore_state(
-    state: Mapping[str, Any], setup: FitSetup, ctx: Any, registered: Sequence[Any]
+    state: Mapping[str, Any],
+    setup: FitSetup,
+    ctx: TrainingContext,
+    registered: Sequence[Registered],
 ) -> int:
     """Load a checkpoint into the fit (the random generators are restored later, last);
     returns the first epoch to run."""

@@ -11,6 +11,7 @@ import numpy as np
 from ..data import TENSOR, Dataset, encodable_values, load_dataset
 from ..encoding import encode_items
 from ..errors import ConfigError
+from ..runs.writer import RunWriter
 from .model_setup import MODEL_NAME
 from .setup import FitSetup
 
@@ -21,7 +22,7 @@ class FitServices:
     """The implementations behind ``ctx.encode``, ``ctx.load_data`` and
     ``ctx.record_examples`` for one fit."""
 
-    def __init__(self, setup: FitSetup, writer: Any) -> None:
+    def __init__(self, setup: FitSetup, writer: RunWriter) -> None:
         self.setup, self.writer = setup, writer
 
     def load_data(self, data: Any, name: str) -> Dataset:

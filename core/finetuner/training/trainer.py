@@ -11,8 +11,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import FitConfig
+from ..context import TrainingContext
 from ..events import LogRecorded, frozen_mapping
-from ..plugins import build_plugin_manager
+from ..plugins import FinetunerPluginManager, Registered, build_plugin_manager
 from ..runs import Run, RunStatus, create_run
 from ..runs.log import RunLog
 from ..runs.writer import RunWriter
@@ -29,7 +31,7 @@ class Trainer:
     built and checked then, before any run exists), then call :meth:`run`."""
 
     def __init__(
-        self, config: Any, *, resume: Any = None, source: Mapping[str, Any] | None = None
+        self, config: FitConfig, *, resume: Any = None, source: Mapping[str, Any] | None = None
     ) -> None:
         self.config = config
         self.source = source
@@ -63,7 +65,7 @@ class Trainer:
         writer, runlog = RunWriter(run), RunLog(run.log_path)
         log = runlog.logger("finetuner.trainer")
         phases = PhaseTracker(Phase.SETUP)
-        pm: Any = None
+        pm: FinetunerPluginManager | None = None
         loop: FitLoop | None = None
         started = time.perf_counter()
         try:
@@ -102,7 +104,7 @@ class Trainer:
         self,
         log: Any,
         run: Run,
-        registered: list[Any],
+        registered: list[Registered],
         skipped: list[tuple[str, str]],
         state: Mapping[str, Any] | None,
     ) -> None:
@@ -124,7 +126,7 @@ class Trainer:
 class _LogForwarder:
     """Hands every record of the run's log to ``finetuner_on_log``."""
 
-    def __init__(self, plugin_manager: Any, ctx: Any) -> None:
+    def __init__(self, plugin_manager: FinetunerPluginManager, ctx: TrainingContext) -> None:
         self.hook, self.ctx = plugin_manager.hook, ctx
 
     def __call__(self, level: str, message: str, logger: str, fields: dict[str, Any]) -> None:
