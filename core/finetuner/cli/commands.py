@@ -35,10 +35,11 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     from ..config import fit_config_from_options
     from ..runs import get_run
+    from ..runs.layout import SOURCE_FILE
     from ..training import Trainer
 
     run = get_run(args.run, experiment_name=args.experiment, runs_dir=args.runs_dir)
-    source_file = run.path / "source.yml"
+    source_file = run.path / SOURCE_FILE
     if not source_file.is_file():
         raise RunError(
             f"run '{run.name}' was started from Python, so its data and model are not on record; "
