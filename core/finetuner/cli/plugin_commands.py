@@ -30,6 +30,7 @@ from ..plugins.discovery import (
     PluginInfo,
     disabled_names,
     discover,
+    entry_point_target,
     entry_points,
     load,
 )
@@ -67,7 +68,7 @@ def _declared(ep: importlib_metadata.EntryPoint) -> DeclaredCommand:
     metadata = dist.metadata if dist is not None else None  # parsed once: it reads a file
     return DeclaredCommand(
         name=ep.name,
-        module=ep.value.partition(":")[0].strip(),
+        module=entry_point_target(ep.value)[0],
         distribution=metadata["Name"] if metadata is not None else None,
         summary=metadata["Summary"] if metadata is not None else None,
     )

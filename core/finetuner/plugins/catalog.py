@@ -21,7 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import PluginError, close_matches_hint
-from .discovery import FIRST_PARTY_GROUP, PluginInfo, discover, entry_points, load
+from .discovery import (
+    FIRST_PARTY_GROUP,
+    PluginInfo,
+    discover,
+    entry_point_target,
+    entry_points,
+    load,
+)
 
 __all__ = [
     "FirstPartyCallback",
@@ -44,12 +51,12 @@ class FirstPartyCallback:
 
     @property
     def class_name(self) -> str:
-        return self.value.partition(":")[2].split(".")[-1].strip()
+        return (entry_point_target(self.value)[1] or "").split(".")[-1].strip()
 
     @property
     def package(self) -> str:
         """The top-level import name: ``finetuner_early_stopping``."""
-        return self.value.partition(":")[0].strip().split(".")[0]
+        return entry_point_target(self.value)[0].split(".")[0]
 
     @property
     def distribution(self) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "autoload_disabled",
     "disabled_names",
     "discover",
+    "entry_point_target",
     "entry_points",
     "hook_names",
     "implemented_hooks",
@@ -97,6 +98,13 @@ def autoload_disabled() -> bool:
     return os.environ.get(NO_AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def entry_point_target(value: str) -> tuple[str, str | None]:
+    """What an entry point's value names: ``"pkg.mod:Class"`` -> ``("pkg.mod", "Class")``;
+    the attribute is ``None`` when the value names a module."""
+    module, _, attr = value.partition(":")
+    return module.strip(), attr.strip() or None
+
+
 @dataclass
 class PluginInfo:
     """One entry point of the callbacks or plugins group, and what loading it gave."""
@@ -117,13 +125,13 @@ class PluginInfo:
     @property
     def module(self) -> str:
         """The module the entry point names (``pkg.mod:Class`` -> ``pkg.mod``)."""
-        return self.value.partition(":")[0].strip()
+        return entry_point_target(self.value)[0]
 
     @property
     def class_name(self) -> str | None:
         """The attribute the entry point names (``pkg.mod:Class`` -> ``Class``)."""
-        _, _, attr = self.value.partition(":")
-        return attr.split(".")[-1].strip() or None
+        name = (entry_point_target(self.value)[1] or "").split(".")[-1].strip()
+        return name or None
 
     @property
     def broken(self) -> bool:
