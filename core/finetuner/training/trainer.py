@@ -54,8 +54,6 @@ class Trainer:
             runs_dir=cfg.runs_dir,
         )
         config["run_name"] = run.name
-        if self.source is not None:
-            RunWriter(run).write_source(self.source)
         return run, config
 
     def run(self) -> Run:
@@ -63,6 +61,8 @@ class Trainer:
         marked ``FAILED`` (with the reason, plugin, hook and phase) and the error re-raised."""
         run, config = self._open_run()
         writer, runlog = RunWriter(run), RunLog(run.log_path)
+        if self.resumed is None and self.source is not None:
+            writer.write_source(self.source)  # what `finetuner resume` rebuilds the fit from
         log = runlog.logger("finetuner.trainer")
         phases = PhaseTracker(Phase.SETUP)
         pm: FinetunerPluginManager | None = None
