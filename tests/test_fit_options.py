@@ -67,6 +67,8 @@ def test_what_a_resumed_run_must_keep():
         "scheduler",
         "num_items_per_class",
         "sampler",
+        "accumulate_grad_batches",
+        "layer_wise_lr_decay",
     )
 
 

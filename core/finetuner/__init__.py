@@ -174,6 +174,12 @@ def fit(
     loss_optimizer_options: Mapping[str, Any] | None = None,
     model_artifact: str | os.PathLike[str] | None = None,
     to_onnx: bool = False,
+    precision: str = "32",
+    accumulate_grad_batches: int = 1,
+    gradient_clip_norm: float | None = None,
+    gradient_clip_value: float | None = None,
+    gradient_checkpointing: bool = False,
+    layer_wise_lr_decay: float | None = None,
 ) -> Run:
     """Fine-tune *model* on *train_data* and return the finished :class:`~finetuner.runs.Run`.
 

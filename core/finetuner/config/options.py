@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 
@@ -203,6 +210,49 @@ class FitConfig(BaseModel):
         description="Also export each model to `model.onnx` in the artifact, checked against "
         'torch (needs `pip install "finetuner[onnx]"`).',
     )
+    precision: Literal["32", "bf16", "16-mixed"] = Field(
+        "32",
+        description="`'32'` (float32), `'bf16'` (autocast to bfloat16 on the CPU or a GPU that "
+        "supports it; weights and optimizer state stay float32) or `'16-mixed'` (CUDA autocast "
+        "to float16 with a gradient scaler). Evaluation during the fit runs in it too; the "
+        "artifact is always float32.",
+    )
+    accumulate_grad_batches: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        strict=True,
+        description="Batches whose gradients are summed before each optimizer step; the "
+        "scheduler and the step count follow optimizer steps. It does not add in-batch "
+        "negatives: each batch's loss still sees only its own items.",
+        json_schema_extra=_MATCH,
+    )
+    gradient_clip_norm: float | None = Field(
+        None,
+        gt=0.0,
+        description="Clip the gradients' total L2 norm to this value before each optimizer "
+        "step (the norm before clipping is reported as `grad_norm` either way).",
+    )
+    gradient_clip_value: float | None = Field(
+        None,
+        gt=0.0,
+        description="Clip every gradient element into `[-value, value]` before each "
+        "optimizer step.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them "
+        "(Hugging Face backbones: text models and CLIP towers): less memory, slower steps.",
+    )
+    layer_wise_lr_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Transformer backbones: the top layer trains at the learning rate times "
+        "this factor, each layer below at one more factor, the embeddings lowest; heads at the "
+        "full rate.",
+        json_schema_extra=_MATCH,
+    )
 
     @field_validator(*_CONTAINER_OPTIONS, mode="before")
     @classmethod
@@ -226,6 +276,26 @@ class FitConfig(BaseModel):
                 f"got the class {value.__name__}; pass an instance, e.g. {value.__name__}(...)"
             )
         raise ValueError(f"expected a model name or a torch.nn.Module, got {type(value).__name__}")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> Any:
+        if value in (32, "32-true", "fp32"):  # a YAML `precision: 32` reads as a number
+            return "32"
+        if value in (16, "16", "fp16", "16-true"):
+            raise ValueError("float16 trains only with a gradient scaler: use '16-mixed' (CUDA)")
+        if value in ("bf16-mixed", "bfloat16"):
+            return "bf16"
+        return value
+
+    @model_validator(mode="after")
+    def _one_clipping(self) -> FitConfig:
+        if self.gradient_clip_norm is not None and self.gradient_clip_value is not None:
+            raise ValueError(
+                "gradient_clip_norm and gradient_clip_value are both set; choose one way of "
+                "clipping"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
