@@ -270,8 +270,28 @@ def test_checkpoints_list_oldest_first_and_skip_incomplete_folders(tmp_path: Pat
         "format_version": 1,
         "epoch": 2,
         "step": 6,
+        "within_epoch": False,
     }
     assert load_checkpoint(listed[2].path)["step"] == 30  # a folder path works too
+
+
+def test_checkpoints_within_an_epoch_sort_before_its_end(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    write_checkpoint(folder, 1, {"step": 20})
+    write_checkpoint(folder, 1, {"step": 12}, step=12)
+    write_checkpoint(folder, 2, {"step": 25}, step=25)
+    write_checkpoint(folder, 0, {"step": 10})
+    write_checkpoint(folder, 1, {"step": 15}, step=15)
+    listed = list_checkpoints(folder)
+    assert [c.path.name for c in listed] == [
+        "epoch-0000",
+        "epoch-0001-step-00000012",
+        "epoch-0001-step-00000015",
+        "epoch-0001",
+        "epoch-0002-step-00000025",
+    ]
+    assert [(c.epoch, c.step) for c in listed][-1] == (2, 25)
+    assert json.loads((listed[-1].path / "meta.json").read_text())["within_epoch"] is True
 
 
 def test_prune_keeps_the_newest_and_removes_stale_temporary_folders(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def test_a_step_updates_the_weights_and_returns_the_loss():
     before = {k: v.clone() for k, v in setup.models.first.state_dict().items()}
     with torch.no_grad():
         expected = float(step.loss(batch))
-    assert step(batch) == pytest.approx(expected)
+    assert step(batch).loss == pytest.approx(expected)
     after = setup.models.first.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert step.learning_rates() == (0.01,)

@@ -26,13 +26,17 @@ class Control:
     * :meth:`request_checkpoint` asks for a training checkpoint at the end of this epoch: the
       trainer writes one after ``finetuner_on_epoch_end`` unless a plugin already saved one
       then, so the run can resume from this epoch.
+    * :meth:`request_step_checkpoint` asks for a training checkpoint after the current
+      optimizer step, once the step's batch hooks and any evaluation it asked for have run;
+      a run resumed from it continues with the next batch of the epoch.
     * :meth:`request_evaluation` runs producers and consumers once more after the current
-      batch (stage ``"step"``), e.g. every N steps.
+      optimizer step (stage ``"step"``), e.g. every N steps.
     """
 
     __slots__ = (
         "_checkpoint_reason",
         "_evaluation_requested",
+        "_step_checkpoint_reason",
         "_stop_reason",
         "_stop_requested_by",
     )
@@ -42,6 +46,7 @@ class Control:
         self._stop_requested_by: str | None = None
         self._checkpoint_reason: str | None = None
         self._evaluation_requested = False
+        self._step_checkpoint_reason: str | None = None
 
     def request_stop(self, reason: str, *, source: str | None = None) -> None:
         """Stop training at the end of the current epoch, for *reason* (shown to the user)."""
@@ -81,10 +86,18 @@ class Control:
         return self._checkpoint_reason
 
     def request_evaluation(self) -> None:
-        """Evaluate (stage ``"step"``) after the current training batch."""
+        """Evaluate (stage ``"step"``) after the current optimizer step."""
         self._evaluation_requested = True
 
+    def request_step_checkpoint(self, reason: str = "requested") -> None:
+        """Ask for a training checkpoint after the current optimizer step (see the class)."""
+        self._step_checkpoint_reason = reason
+
     # The trainer's side of the channel.
+    def _take_step_checkpoint_request(self) -> str | None:
+        reason, self._step_checkpoint_reason = self._step_checkpoint_reason, None
+        return reason
+
     def _take_evaluation_request(self) -> bool:
         requested, self._evaluation_requested = self._evaluation_requested, False
         return requested

@@ -17,7 +17,18 @@ from torch import nn
 
 from .errors import ConfigError, PluginError
 
-__all__ = ["encode_items", "evaluating", "resolve_device", "to_device"]
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "check_precision",
+    "encode_items",
+    "evaluating",
+    "resolve_device",
+    "to_device",
+]
+
+PRECISIONS = ("32", "bf16", "16-mixed")
+"""The numeric precisions a model trains and encodes in (``precision=``)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -34,6 +45,38 @@ def resolve_device(device: str) -> torch.device:
             f"device='{device}' but no CUDA device is available; use device='auto' or 'cpu'."
         )
     return resolved
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a *precision* that *device* can not run, saying what to use instead."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision {precision!r} is not one of {', '.join(repr(p) for p in PRECISIONS)}."
+        )
+    if precision == "16-mixed" and device.type != "cuda":
+        raise ConfigError(
+            f"precision='16-mixed' needs a CUDA device, and this one is '{device}'; use "
+            "precision='bf16' (the CPU runs bfloat16) or '32'."
+        )
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"precision='bf16' needs a GPU that supports bfloat16, and '{device}' does not; "
+                "use precision='16-mixed' or '32'."
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise ConfigError(
+                f"precision='bf16' runs on the CPU and CUDA devices, not on '{device}'; use "
+                "precision='32' there."
+            )
+
+
+def autocast(precision: str, device: torch.device) -> Any:
+    """The autocast context of *precision* on *device* (a no-op context for ``'32'``)."""
+    if precision == "32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextmanager
@@ -101,12 +144,15 @@ def encode_items(
     batch_size: int,
     device: torch.device | None = None,
     num_workers: int = 0,
+    precision: str = "32",
 ) -> np.ndarray:
     """Embed *values* (a tensor, or a list of texts or images) in batches with *module* in
-    eval mode and without gradients; *preprocess* turns a slice of values into model input."""
+    eval mode and without gradients, autocast to *precision*; *preprocess* turns a slice of
+    values into model input. The vectors are float32 whatever the precision."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
     device = device or next((p.device for p in module.parameters()), torch.device("cpu"))
+    check_precision(precision, device)
     order: np.ndarray | None = None
     sizes = getattr(preprocess, "sizes", None)
     cost = (
@@ -129,7 +175,7 @@ def encode_items(
             num_workers=num_workers,
         )
     chunks = []
-    with evaluating(module):
+    with evaluating(module), autocast(precision, device):
         for batch in batches:
             out = module(to_device(batch, device))
             chunks.append(out.detach().to("cpu", torch.float32))

@@ -89,7 +89,13 @@ class EpochStarted:
     """0-based epoch index."""
     epochs: int
     steps: int
-    """Number of training batches this epoch will run."""
+    """Optimizer steps this epoch will make (its batches, divided by
+    ``accumulate_grad_batches`` and rounded up)."""
+    batches: int = 0
+    """Training batches in this epoch."""
+    first_batch: int = 0
+    """The batch the epoch starts at: above 0 when a run resumed from a checkpoint written
+    within this epoch (the batches before it are not run again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +116,20 @@ class BatchEnded:
 
     epoch: int
     step: int
-    """Optimisation steps done so far, this batch's included (1 after the first batch)."""
+    """Optimizer steps done so far, this batch's included (1 after the first batch, or after
+    the first accumulation group)."""
     batch_index: int
     batch_size: int
     loss: float
     learning_rates: tuple[float, ...]
     """Learning rate of each optimiser parameter group, after the scheduler step."""
+    optimizer_step: bool = True
+    """Whether this batch ended an optimizer step: always with ``accumulate_grad_batches=1``,
+    otherwise on the last batch of each group (and of the epoch)."""
+    grad_norm: float | None = None
+    """At an optimizer step, the total L2 norm of the gradients before clipping (unscaled
+    under ``16-mixed``, where it is infinite or NaN when the step was skipped); None
+    between the batches of an accumulation group."""
 
 
 @dataclass(frozen=True, slots=True)

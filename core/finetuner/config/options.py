@@ -1,18 +1,16 @@
 """The options of :func:`finetuner.fit`: one declaration, :class:`FitConfig`, is their source.
 
 Each option's type, default, limits and description are declared once, here. Everything else
-reads them from :class:`FitConfig`: validation (Python API and config files), the options a
-resumed run must keep (:func:`resume_checked_options`), what a run records in its config
-(:func:`recorded_options`), and the options table of the documentation (:func:`option_rows`).
+reads them from :class:`FitConfig`: validation (Python API and config files) here, and in
+:mod:`.declared` the options a resumed run must keep, what a run records in its config, and the
+options table of the documentation.
 A test checks that the signature of :func:`finetuner.fit` agrees with it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -24,22 +22,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 
 from ..data import as_csv_options
 from ..errors import ConfigError, close_matches_hint
 
-__all__ = [
-    "FIT_OPTIONS",
-    "FitConfig",
-    "describe_data",
-    "format_validation_error",
-    "option_rows",
-    "recorded_options",
-    "resume_checked_options",
-    "validate_fit_options",
-]
+__all__ = ["FIT_OPTIONS", "FitConfig", "format_validation_error", "validate_fit_options"]
 
 # What the extra keys of an option's Field say (json_schema_extra):
 #   resume: "match"   a resumed run must use the value it started with
@@ -312,94 +300,6 @@ class FitConfig(BaseModel):
 
 
 FIT_OPTIONS: tuple[str, ...] = tuple(FitConfig.model_fields)
-
-
-def _extra(field: FieldInfo) -> Mapping[str, Any]:
-    extra = field.json_schema_extra
-    return extra if isinstance(extra, Mapping) else {}
-
-
-def resume_checked_options() -> tuple[str, ...]:
-    """The options a resumed run must keep: changing them would train another model."""
-    return tuple(
-        name for name, field in FitConfig.model_fields.items() if _extra(field).get("resume")
-    )
-
-
-def describe_data(data: Any) -> Any:
-    """A JSON-friendly description of a data argument for the recorded config."""
-    if data is None:
-        return None
-    if isinstance(data, (str, Path)):
-        return str(data)
-    kind = type(data).__name__
-    try:
-        size = len(data)
-    except TypeError:
-        size = None
-    return {"type": kind, "size": size}
-
-
-def _recorded_value(value: Any, field: FieldInfo) -> Any:
-    if _extra(field).get("record") == "data":
-        return describe_data(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return dict(value)
-    return value
-
-
-def recorded_options(config: FitConfig, resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's config record: every recorded option, in declaration order, with the values
-    the trainer *resolved* (the batch size it chose, the seed it drew, ...) in place of the
-    given ones, and data described rather than copied."""
-    unknown = set(resolved) - set(FIT_OPTIONS)
-    if unknown:
-        raise ValueError(f"resolved values for unknown options: {', '.join(sorted(unknown))}")
-    record: dict[str, Any] = {}
-    for name, field in FitConfig.model_fields.items():
-        if _extra(field).get("record") is False:
-            continue
-        if name in resolved:
-            record[name] = resolved[name]
-        else:
-            record[name] = _recorded_value(getattr(config, name), field)
-    return record
-
-
-def _limits(field: FieldInfo) -> str:
-    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    parts = [
-        f"{words[key]} {getattr(item, key)}"
-        for item in field.metadata
-        for key in words
-        if getattr(item, key, None) is not None
-    ]
-    return ", ".join(parts)
-
-
-def _default(field: FieldInfo) -> str:
-    if field.is_required():
-        return "required"
-    value = field.get_default(call_default_factory=True)
-    return "`None`" if value is None else f"`{value!r}`"
-
-
-def option_rows() -> list[dict[str, str]]:
-    """One row per option for the documentation: name, default, limits, resume rule, meaning."""
-    return [
-        {
-            "option": name,
-            "default": _default(field),
-            "limits": _limits(field),
-            "on resume": "must match" if _extra(field).get("resume") else "",
-            "meaning": field.description or "",
-        }
-        for name, field in FitConfig.model_fields.items()
-    ]
 
 
 def format_validation_error(

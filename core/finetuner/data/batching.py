@@ -6,6 +6,7 @@ The training hot path gathers raw items by index and preprocesses whole batches 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,20 +36,29 @@ def iterate_batches(
     sampler: Any,
     collate: Collate,
     num_workers: int = 0,
+    *,
+    skip: int = 0,
+    seed: int = 0,
 ) -> Iterator[Batch]:
-    """Preprocessed batches of *data* in the order of *sampler*, built in *num_workers*
-    ``DataLoader`` worker processes (0: in this process)."""
+    """Preprocessed batches of *data* in the order of *sampler*, without its first *skip*
+    batches, built in *num_workers* ``DataLoader`` worker processes (0: in this process).
+
+    The workers' random seeds come from *seed*, not from torch's global generator, so
+    starting the workers draws nothing from the random streams training uses."""
+    indices: Any = itertools.islice(sampler, skip, None) if skip else sampler
     if num_workers == 0:
-        for indices in sampler:
-            yield collate(data.take(indices))
+        for chosen in indices:
+            yield collate(data.take(chosen))
         return
+    import torch
     from torch.utils.data import DataLoader
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     yield from DataLoader(
         data,  # type: ignore[arg-type]
-        batch_sampler=sampler,
+        batch_sampler=list(indices) if skip else sampler,
         collate_fn=collate,  # type: ignore[arg-type]
         num_workers=num_workers,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
     )

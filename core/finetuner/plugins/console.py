@@ -104,7 +104,8 @@ class ConsoleReporter:
         if self._progress is not None:
             self._task = self._progress.add_task(
                 f"Training [{event.epoch + 1}/{event.epochs}]",
-                total=event.steps,
+                total=event.batches or event.steps,
+                completed=event.first_batch,
                 metrics=self._metrics_text(),
             )
 

@@ -1,6 +1,9 @@
-"""Training checkpoints: the whole state of a fit at an epoch boundary, for resuming.
+"""Training checkpoints: the whole state of a fit at an epoch's end or after an optimizer step,
+for resuming.
 
-A checkpoint is a folder ``<run>/checkpoints/epoch-NNNN/`` with ``state.pt`` (tensors and plain
+A checkpoint is a folder ``<run>/checkpoints/epoch-NNNN/`` (the end of epoch NNNN) or
+``<run>/checkpoints/epoch-NNNN-step-SSSSSSSS/`` (within epoch NNNN, after optimizer step SSSSSSSS
+of the fit) with ``state.pt`` (tensors and plain
 values, loaded with ``torch.load(weights_only=True)``, so nothing arbitrary is unpickled) and
 ``meta.json``. It is written into a hidden temporary folder and renamed into place, so a kill at
 any moment leaves either the complete checkpoint or none: readers skip hidden folders.
@@ -28,6 +31,7 @@ from ..errors import ConfigError, RunError
 
 __all__ = [
     "Checkpoint",
+    "checkpoint_name",
     "list_checkpoints",
     "load_checkpoint",
     "prune",
@@ -35,14 +39,27 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^epoch-(\d{4,})$")
+_NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{8,}))?$")
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     path: Path
     epoch: int
-    """The last completed epoch (0-based)."""
+    """The last completed epoch (0-based), or for a checkpoint within an epoch, that epoch."""
+    step: int | None = None
+    """Within an epoch: the optimizer steps of the fit done when it was written; None at an
+    epoch's end."""
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Sorts checkpoints by when they were written: within an epoch before its end."""
+        return (self.epoch, 1, 0) if self.step is None else (self.epoch, 0, self.step)
+
+
+def checkpoint_name(epoch: int, step: int | None = None) -> str:
+    """The folder name of the checkpoint of *epoch*'s end, or of *step* within *epoch*."""
+    return f"epoch-{epoch:04d}" if step is None else f"epoch-{epoch:04d}-step-{step:08d}"
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Checkpoint]:
@@ -54,19 +71,25 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Checkpoint]:
     for child in folder.iterdir():
         match = _NAME.match(child.name)
         if match and (child / "meta.json").is_file() and (child / "state.pt").is_file():
-            found.append(Checkpoint(child, int(match.group(1))))
-    return sorted(found, key=lambda c: c.epoch)
+            step = int(match.group(2)) if match.group(2) is not None else None
+            found.append(Checkpoint(child, int(match.group(1)), step))
+    return sorted(found, key=lambda c: c.order)
 
 
 def write_checkpoint(
-    directory: str | os.PathLike[str], epoch: int, state: Mapping[str, Any]
+    directory: str | os.PathLike[str],
+    epoch: int,
+    state: Mapping[str, Any],
+    *,
+    step: int | None = None,
 ) -> Checkpoint:
-    """Write *state* as the checkpoint of *epoch*, atomically."""
+    """Write *state* as the checkpoint of *epoch*'s end, or of optimizer *step* within
+    *epoch*, atomically."""
     import torch
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"epoch-{epoch:04d}"
+    final = folder / checkpoint_name(epoch, step)
     tmp = folder / f".{final.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -75,14 +98,19 @@ def write_checkpoint(
         torch.save({"format_version": FORMAT_VERSION, **state}, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    meta = {"format_version": FORMAT_VERSION, "epoch": epoch, "step": state.get("step")}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "epoch": epoch,
+        "step": state.get("step"),
+        "within_epoch": step is not None,
+    }
     with open(tmp / "meta.json", "w", encoding="utf-8") as handle:
         json.dump(meta, handle)
         handle.flush()
         os.fsync(handle.fileno())
     fsync_dir(tmp)
     replace_dir(tmp, final)  # re-running an epoch after a resume replaces its old checkpoint
-    return Checkpoint(final, epoch)
+    return Checkpoint(final, epoch, step)
 
 
 def load_checkpoint(checkpoint: Checkpoint | str | os.PathLike[str]) -> dict[str, Any]:

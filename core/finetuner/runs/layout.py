@@ -7,6 +7,7 @@ Layout (the root is ``runs_dir``, else ``$FINETUNER_RUNS_DIR``, else ``./finetun
     <root>/<experiment>/<run>/status.json        status, timestamps, pid, failure reason
     <root>/<experiment>/<run>/logs.jsonl         JSON lines written by the trainer's logger
     <root>/<experiment>/<run>/metrics.jsonl      one record per metrics publish
+    <root>/<experiment>/<run>/steps.jsonl        one record per optimizer step (loss, grad norm)
     <root>/<experiment>/<run>/examples.json      {stage: {query: [match, ...]}}
     <root>/<experiment>/<run>/source.yml         a config file's options (``finetuner fit``)
     <root>/<experiment>/<run>/checkpoints/       written by checkpointing plugins
@@ -44,6 +45,7 @@ __all__ = [
     "RUNS_DIR_ENV",
     "SOURCE_FILE",
     "STATUS_FILE",
+    "STEPS_FILE",
     "RunStatus",
     "describe_root",
     "generate_run_name",
@@ -61,6 +63,7 @@ CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 LOG_FILE = "logs.jsonl"
 METRICS_FILE = "metrics.jsonl"
+STEPS_FILE = "steps.jsonl"
 EXAMPLES_FILE = "examples.json"
 SOURCE_FILE = "source.yml"
 CHECKPOINT_DIR = "checkpoints"

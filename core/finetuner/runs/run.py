@@ -25,6 +25,7 @@ from .layout import (
     LOG_FILE,
     METRICS_FILE,
     STATUS_FILE,
+    STEPS_FILE,
     RunStatus,
 )
 from .render import follow_log, print_examples, print_metrics, render_record
@@ -70,6 +71,11 @@ class Run:
     def metrics_path(self) -> Path:
         """The JSON-lines file with one record per metrics publish."""
         return self._path / METRICS_FILE
+
+    @property
+    def steps_path(self) -> Path:
+        """The JSON-lines file with one record per optimizer step."""
+        return self._path / STEPS_FILE
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -156,15 +162,15 @@ class Run:
     def metric_history(self) -> list[dict[str, Any]]:
         """Every metrics record, oldest first: ``{"stage", "epoch", "step", "metrics",
         "timestamp"}`` (and ``"skipped"`` where queries could not be scored)."""
-        history = []
-        for number, record, _raw in jsonl_records(self.metrics_path):
-            if not isinstance(record, dict):
-                raise RunError(
-                    f"{self.metrics_path}:{number} is not a metrics record; the file was "
-                    "changed outside finetuner."
-                )
-            history.append(record)
-        return history
+        return _records(self.metrics_path, "a metrics record")
+
+    def step_history(self) -> list[dict[str, Any]]:
+        """Every optimizer step's record, oldest first: ``{"epoch", "step", "loss",
+        "grad_norm", "learning_rates", "time"}``; ``loss`` is the mean over the step's
+        batches, ``grad_norm`` the gradients' norm before clipping, ``time`` seconds since
+        the epoch (Unix time). The trainer writes them in blocks, at least every few seconds
+        and at every epoch end and checkpoint."""
+        return _records(self.steps_path, "a step record")
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """``{"before": {...}, "after": {...}}``: the last record of each of those stages.
@@ -270,3 +276,15 @@ class Run:
 
     def __hash__(self) -> int:
         return hash(self._path)
+
+
+def _records(path: Path, what: str) -> list[dict[str, Any]]:
+    """The JSON objects of the JSON-lines file *path*, each one *what* or a RunError."""
+    history = []
+    for number, record, _raw in jsonl_records(path):
+        if not isinstance(record, dict):
+            raise RunError(
+                f"{path}:{number} is not {what}; the file was changed outside finetuner."
+            )
+        history.append(record)
+    return history

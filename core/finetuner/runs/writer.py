@@ -3,7 +3,10 @@
 A :class:`RunWriter` is what a training process holds to record a run; everyone else reads the
 run through :class:`~finetuner.runs.Run`. ``status.json`` and ``examples.json`` are replaced
 atomically, and ``metrics.jsonl`` grows by whole, synced lines, so a reader in another process
-never sees half a record.
+never sees half a record. ``steps.jsonl`` (one record per optimizer step) is written in blocks
+of whole lines: at least every few seconds, and whenever :meth:`RunWriter.flush_steps` is
+called (the trainer does at every epoch end, every checkpoint and when the fit ends or fails),
+so recording a step costs the step almost nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +29,17 @@ __all__ = ["RunWriter"]
 class RunWriter:
     """Writes the records of *run*: one per training process, cheap to create."""
 
-    __slots__ = ("_run",)
+    __slots__ = ("_flushed_at", "_run", "_steps")
+
+    STEPS_BLOCK = 512
+    """Step records held in memory at most before they are written."""
+    STEPS_INTERVAL_S = 5.0
+    """Seconds a step record waits at most before it is written."""
 
     def __init__(self, run: Run):
         self._run = run
+        self._steps: list[str] = []
+        self._flushed_at = time.monotonic()
 
     @property
     def run(self) -> Run:
@@ -104,22 +115,60 @@ class RunWriter:
             os.fsync(handle.fileno())
         return record
 
-    def keep_metrics_through(self, epoch: int) -> None:
-        """Forget the metrics records of epochs after *epoch*, keeping those of ``"before"``.
+    def keep_metrics_through(self, epoch: int, step: int | None = None) -> None:
+        """Forget the metrics records of epochs after *epoch*, keeping those of ``"before"``,
+        and with *step* (a checkpoint within the next epoch) also the ``"step"`` records up to
+        that optimizer step.
 
-        A resumed run re-runs the epochs its checkpoint does not cover; their old records, and
+        A resumed run re-runs what its checkpoint does not cover; those old records, and
         any ``"after"`` record, would otherwise be counted twice. The file is replaced
         atomically, and only when something is dropped.
         """
+
+        def kept(record: Mapping[str, Any]) -> bool:
+            stage = record["stage"]
+            if stage == "before":
+                return True
+            if stage not in ("epoch", "step"):
+                return False
+            if record["epoch"] <= epoch:
+                return True
+            return stage == "step" and step is not None and record["step"] <= step
+
         history = self._run.metric_history()
-        keep = [
-            r
-            for r in history
-            if r["stage"] == "before" or (r["stage"] in ("epoch", "step") and r["epoch"] <= epoch)
-        ]
+        keep = [r for r in history if kept(r)]
         if len(keep) != len(history):
             text = "".join(json.dumps(r) + "\n" for r in keep)
             atomic_write_text(self._run.metrics_path, text)
+
+    def record_step(self, record: Mapping[str, Any]) -> None:
+        """Add one optimizer step's record to ``steps.jsonl`` (written in blocks)."""
+        self._steps.append(json.dumps(record) + "\n")
+        if (
+            len(self._steps) >= self.STEPS_BLOCK
+            or time.monotonic() - self._flushed_at >= self.STEPS_INTERVAL_S
+        ):
+            self.flush_steps()
+
+    def flush_steps(self) -> None:
+        """Write the step records held in memory, flushed and synced."""
+        self._flushed_at = time.monotonic()
+        if not self._steps:
+            return
+        text, self._steps = "".join(self._steps), []
+        with open(self._run.steps_path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def keep_steps_through(self, step: int) -> None:
+        """Forget the step records after optimizer step *step* (a resumed run makes them
+        again), replacing ``steps.jsonl`` atomically when something is dropped."""
+        self.flush_steps()
+        history = self._run.step_history()
+        keep = [r for r in history if int(r.get("step", 0)) <= step]
+        if len(keep) != len(history):
+            atomic_write_text(self._run.steps_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_examples(self, examples: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace ``examples.json`` atomically with ``{stage: {query: [match, ...]}}``."""

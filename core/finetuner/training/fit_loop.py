@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..context import TrainingContext
+from ..errors import PluginError
 from ..events import (
     EpochEnded,
     FitConfigured,
@@ -32,11 +33,11 @@ from ..runs.checkpoints import write_checkpoint
 from ..runs.log import RunLog
 from ..runs.writer import RunWriter
 from .artifact import write_fit_artifact
-from .epoch_loop import EpochLoop
+from .epoch_loop import EpochLoop, EpochProgress
 from .failure import Phase, PhaseTracker
 from .metrics import MetricsPublisher, collect_declarations, resolve_declarations
 from .randomness import restore_rng, seed_everything
-from .resume import capture_state, restore_state
+from .resume import capture_state, restore_state, resumed_progress
 from .services import FitServices
 from .setup import FitSetup
 from .step import TrainingStep
@@ -69,7 +70,18 @@ class FitLoop:
         self.ctx = self._context(run, config, plugin_manager, runlog.logger("finetuner.run"))
         self.step = TrainingStep(setup)
         self.publisher = MetricsPublisher(self.hook, self.ctx, writer, phases)
-        self.epoch_loop = EpochLoop(setup, self.step, self.hook, self.ctx, self.publisher)
+        self.epoch_loop = EpochLoop(
+            setup,
+            self.step,
+            self.hook,
+            self.ctx,
+            self.publisher,
+            writer=writer,
+            log=self.log,
+            save_checkpoint=self.save_checkpoint,
+        )
+        self.resumed_progress: EpochProgress | None = None
+        """The epoch a checkpoint written within it left unfinished, on resume."""
         self.metrics_before: dict[str, float] = {}
         self.metrics_after: dict[str, float] = {}
         self._saved_epoch: int | None = None
@@ -114,8 +126,9 @@ class FitLoop:
         start_epoch = self._configure()
         self._fit_begin(start_epoch)
         self._before()
-        if self.resume_state is not None:
-            # Last, so nothing a plugin drew since the checkpoint shifts the random streams.
+        if self.resume_state is not None and self.resumed_progress is None:
+            # Last, so nothing a plugin drew since the checkpoint shifts the random streams
+            # (within an epoch, the epoch loop restores them after the epoch's first hook).
             restore_rng(self.resume_state["rng"])
         epochs_done = self._train(start_epoch)
         self._train_end(epochs_done)
@@ -152,8 +165,12 @@ class FitLoop:
             )
             if self.resume_state is None:
                 return 0
-            start_epoch = restore_state(self.resume_state, self.setup, ctx, self.registered)
-            self.writer.keep_metrics_through(start_epoch - 1)
+            state = self.resume_state
+            start_epoch = restore_state(state, self.setup, ctx, self.registered, self.step)
+            self.resumed_progress = resumed_progress(state)
+            within = self.resumed_progress is not None
+            self.writer.keep_metrics_through(start_epoch - 1, ctx.step if within else None)
+            self.writer.keep_steps_through(ctx.step)
             return start_epoch
 
     def _fit_begin(self, start_epoch: int) -> None:
@@ -211,7 +228,10 @@ class FitLoop:
         """Train one epoch, validate, then evaluate and publish its metrics."""
         setup, ctx = self.setup, self.ctx
         with self.phases.enter(Phase.TRAIN):
-            train_loss = self.epoch_loop.run(epoch)
+            progress, self.resumed_progress = self.resumed_progress, None
+            rng = self.resume_state["rng"] if progress is not None and self.resume_state else None
+            train_loss = self.epoch_loop.run(epoch, resume=progress, rng=rng)
+            self.writer.flush_steps()
             if setup.scheduler is not None and setup.scheduler_step == "epoch":
                 setup.scheduler.step()
             self.hook.finetuner_on_train_epoch_end(
@@ -295,11 +315,36 @@ class FitLoop:
     # --- for ctx ------------------------------------------------------------------------------
 
     def save_checkpoint(self, reason: str | None = None) -> Path:
-        """Write a training checkpoint of the state at the end of ``ctx.epoch``."""
-        ctx = self.ctx
-        state = capture_state(self.setup, ctx, self.registered, self.metrics_before)
-        checkpoint = write_checkpoint(ctx.run.checkpoint_dir, ctx.epoch, state)
-        self._saved_epoch = ctx.epoch
-        fields = {"reason": reason} if reason else {}
+        """Write a training checkpoint: of the state at the end of ``ctx.epoch``, or, while
+        an epoch runs, after its latest optimizer step."""
+        ctx, progress = self.ctx, self.epoch_loop.progress
+        if progress is not None and not self._at_step_boundary(progress):
+            raise PluginError(
+                f"ctx.save_checkpoint() was called in the middle of an accumulation group "
+                f"(epoch {ctx.epoch + 1}, batch {progress.batches}), where the gradients of "
+                "the group's batches would be lost; call ctx.control.request_step_checkpoint() "
+                "instead, which writes it after the optimizer step."
+            )
+        state = capture_state(
+            self.setup,
+            ctx,
+            self.registered,
+            self.metrics_before,
+            progress=progress,
+            precision=self.step.precision,
+        )
+        step = ctx.step if progress is not None else None
+        checkpoint = write_checkpoint(ctx.run.checkpoint_dir, ctx.epoch, state, step=step)
+        self.writer.flush_steps()
+        if progress is None:
+            self._saved_epoch = ctx.epoch
+        fields: dict[str, Any] = {"reason": reason} if reason else {}
+        if step is not None:
+            fields["step"] = step
         self.log.info("checkpoint saved", epoch=ctx.epoch, path=str(checkpoint.path), **fields)
         return checkpoint.path
+
+    def _at_step_boundary(self, progress: EpochProgress) -> bool:
+        setup = self.setup
+        done = progress.batches
+        return done == setup.batches_per_epoch or done % setup.config.accumulate_grad_batches == 0

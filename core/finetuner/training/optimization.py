@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ __all__ = [
     "build_loss_optimizer",
     "build_optimizer_for",
     "build_scheduler_for",
+    "layer_wise_groups",
 ]
 
 
@@ -67,15 +69,58 @@ def build_loss_optimizer(config: FitConfig, loss: nn.Module) -> torch.optim.Opti
 def build_optimizer_for(
     config: FitConfig, models: list[nn.Module], loss: nn.Module
 ) -> torch.optim.Optimizer:
-    """The optimizer of the models' trainable parameters, and of the loss's when it has no
-    optimizer of its own."""
-    groups: list[dict[str, Any]] = [{"params": [p for m in models for p in _trainable(m)]}]
+    """The optimizer of the models' trainable parameters (in groups by depth with
+    ``layer_wise_lr_decay``), and of the loss's when it has no optimizer of its own."""
+    if config.layer_wise_lr_decay is not None:
+        groups = layer_wise_groups(models, config.layer_wise_lr_decay, config.model)
+    else:
+        groups = [{"params": [p for m in models for p in _trainable(m)]}]
+    if not any(group["params"] for group in groups):
+        raise ConfigError("the model has no trainable parameters (all are frozen).")
     loss_params = _trainable(loss)
     if loss_params and not config.loss_optimizer:
         groups.append({"params": loss_params})
-    if not groups[0]["params"]:
-        raise ConfigError("the model has no trainable parameters (all are frozen).")
-    return build_optimizer(config.optimizer, groups, config.optimizer_options, config.learning_rate)
+    optimizer = build_optimizer(
+        config.optimizer, groups, config.optimizer_options, config.learning_rate
+    )
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
+    return optimizer
+
+
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_BELOW_LAYERS = ("embeddings", "embed_tokens", "wte", "wpe", "pre_layrnorm", "pre_layernorm")
+
+
+def layer_wise_groups(models: list[nn.Module], decay: float, model: Any) -> list[dict[str, Any]]:
+    """Parameter groups for layer-wise learning-rate decay: in each transformer, a parameter of
+    layer *i* of *n* (counted from the bottom) gets ``decay ** (n - i)`` of the learning rate,
+    the embeddings ``decay ** (n + 1)``, and everything above the layers (pooling, projection
+    heads, final norms) the full rate. Groups are ordered by depth, the full rate first."""
+    depths: dict[int, list[nn.Parameter]] = {}
+    for module in models:
+        named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        indices = [int(m.group(1)) for name, _ in named if (m := _LAYER.search(name))]
+        if not indices:
+            shown = model if isinstance(model, str) else type(model).__name__
+            raise ConfigError(
+                f"layer_wise_lr_decay applies to transformer backbones (text models, CLIP "
+                f"towers), whose parameters are in numbered layers; '{shown}' has none. Drop "
+                "layer_wise_lr_decay."
+            )
+        layers = max(indices) + 1
+        for name, parameter in named:
+            match = _LAYER.search(name)
+            if match:
+                depth = layers - int(match.group(1))
+            elif any(part in name.split(".") for part in _BELOW_LAYERS):
+                depth = layers + 1
+            else:
+                depth = 0
+            depths.setdefault(depth, []).append(parameter)
+    return [
+        {"params": params, "lr_scale": decay**depth} for depth, params in sorted(depths.items())
+    ]
 
 
 def build_scheduler_for(

@@ -23,8 +23,11 @@ from ..runs import Run, RunStatus, get_run
 from ..runs.checkpoints import list_checkpoints, load_checkpoint
 from ..runs.layout import STATUS_FILE
 from ..runs.processes import live_pid
+from .epoch_loop import EpochProgress
+from .precision import StepPrecision
 from .randomness import capture_rng
 from .setup import FitSetup
+from .step import TrainingStep
 
 __all__ = [
     "capture_state",
@@ -33,6 +36,7 @@ __all__ = [
     "find_resumed_run",
     "load_resume_state",
     "restore_state",
+    "resumed_progress",
 ]
 
 
@@ -132,17 +136,23 @@ def capture_state(
     ctx: TrainingContext,
     registered: Sequence[Registered],
     metrics_before: Mapping[str, float],
+    *,
+    progress: EpochProgress | None = None,
+    precision: StepPrecision | None = None,
 ) -> dict[str, Any]:
-    """Everything a resumed run needs, at the end of epoch ``ctx.epoch``."""
+    """Everything a resumed run needs: at the end of epoch ``ctx.epoch``, or within it after
+    *progress*'s latest optimizer step."""
     return {
         "epoch": ctx.epoch,
         "step": ctx.step,
+        "progress": progress.state_dict() if progress is not None else None,
         "seed": setup.seed,
         "models": {name: m.state_dict() for name, m in setup.models.modules.items()},
         "optimizer": setup.optimizer.state_dict(),
         "loss_optimizer": _optional_state(setup.loss_optimizer),
         "scheduler": _optional_state(setup.scheduler),
         "loss": setup.loss.state_dict(),
+        "precision": precision.state_dict() if precision is not None else {},
         "rng": capture_rng(),
         "control": ctx.control.state_dict(),
         "plugins": {
@@ -154,14 +164,24 @@ def capture_state(
     }
 
 
+def resumed_progress(state: Mapping[str, Any]) -> EpochProgress | None:
+    """The unfinished epoch of a checkpoint written within an epoch; None at an epoch end."""
+    progress = state.get("progress")
+    if not progress:
+        return None
+    return EpochProgress.from_state(int(state["epoch"]), progress)
+
+
 def restore_state(
     state: Mapping[str, Any],
     setup: FitSetup,
     ctx: TrainingContext,
     registered: Sequence[Registered],
+    step: TrainingStep | None = None,
 ) -> int:
     """Load a checkpoint into the fit (the random generators are restored later, last);
-    returns the first epoch to run."""
+    returns the first epoch to run: the one after the checkpoint's, or the checkpoint's own
+    when it was written within that epoch."""
     for name, module in setup.models.modules.items():
         module.load_state_dict(state["models"][name])
     setup.optimizer.load_state_dict(state["optimizer"])
@@ -176,5 +196,7 @@ def restore_state(
     for reg in registered:
         if isinstance(reg.plugin, Callback) and reg.name in saved_plugins:
             reg.plugin.load_state_dict(saved_plugins[reg.name])
+    if step is not None:
+        step.precision.load_state_dict(state.get("precision") or {})
     ctx.step = int(state["step"])
-    return int(state["epoch"]) + 1
+    return int(state["epoch"]) + (0 if state.get("progress") else 1)

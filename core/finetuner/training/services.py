@@ -50,6 +50,7 @@ class FitServices:
             batch_size=batch_size,
             device=self.setup.device,
             num_workers=num_workers,
+            precision=self.setup.config.precision,
         )
 
     def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:

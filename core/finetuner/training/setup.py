@@ -19,7 +19,7 @@ from torch import nn
 from ..callback import Callback
 from ..config import FitConfig, recorded_options
 from ..data import Collate, Dataset
-from ..encoding import resolve_device
+from ..encoding import check_precision, resolve_device
 from ..errors import ConfigError
 from ..models import get_spec
 from ..models.onnx import require_onnx
@@ -36,7 +36,12 @@ from .optimization import (
 from .randomness import seeded
 from .sampling import Sampler, batch_size_for, build_sampler, sampler_kind
 
-__all__ = ["FitSetup", "build_setup", "check_callbacks"]
+__all__ = ["FitSetup", "build_setup", "check_callbacks", "steps_for"]
+
+
+def steps_for(batches: int, accumulate: int) -> int:
+    """Optimizer steps for *batches* batches, *accumulate* batches per step."""
+    return -(-batches // accumulate)
 
 
 @dataclass
@@ -65,8 +70,14 @@ class FitSetup:
     callbacks: list[Any]
 
     @property
-    def steps_per_epoch(self) -> int:
+    def batches_per_epoch(self) -> int:
         return len(self.sampler)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: one per ``accumulate_grad_batches`` batches, and one for
+        the batches left at the epoch's end."""
+        return steps_for(len(self.sampler), self.config.accumulate_grad_batches)
 
     def validation_sampler(self) -> Sampler:
         """Batches of the validation data, the same ones every time (seed 0)."""
@@ -146,12 +157,7 @@ def build_setup(config: FitConfig, *, seed: int) -> FitSetup:
 
 # Options declared ahead of their mechanics; each leaves this table when it lands.
 _NOT_YET_BUILT = {
-    "precision": "32",
-    "accumulate_grad_batches": 1,
-    "gradient_clip_norm": None,
-    "gradient_clip_value": None,
     "gradient_checkpointing": False,
-    "layer_wise_lr_decay": None,
 }
 
 
@@ -163,6 +169,7 @@ def _refuse_unbuilt(config: FitConfig) -> None:
 
 def _build(config: FitConfig, seed: int) -> FitSetup:
     device = resolve_device(config.device)
+    check_precision(config.precision, device)
     _refuse_unbuilt(config)
     _check_names(config)
     train, evaluation = load_fit_data(config, seed)
@@ -180,7 +187,9 @@ def _build(config: FitConfig, seed: int) -> FitSetup:
     kind = sampler_kind(config, train)
     sampler = build_sampler(kind, train, batch_size, config.num_items_per_class, seed)
     optimizer = build_optimizer_for(config, list(models.modules.values()), loss)
-    scheduler, scheduler_step = build_scheduler_for(config, optimizer, len(sampler))
+    scheduler, scheduler_step = build_scheduler_for(
+        config, optimizer, steps_for(len(sampler), config.accumulate_grad_batches)
+    )
     callbacks = check_callbacks(config.callbacks)
     if config.to_onnx:
         require_onnx()  # a missing onnx fails now, not after training

@@ -8,15 +8,34 @@ hands it batches and reads back the loss.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..data import Batch
 from ..encoding import to_device
 from .losses import PAIR_LOSSES
+from .precision import StepPrecision
 from .setup import FitSetup
 
-__all__ = ["TrainingStep"]
+__all__ = ["StepOutcome", "TrainingStep"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What training on one batch did."""
+
+    loss: float
+    """The batch's loss (not divided by the accumulation)."""
+    stepped: bool
+    """Whether the optimizers stepped after this batch: False while gradients accumulate,
+    and when ``16-mixed`` skipped a step whose gradients overflowed."""
+    grad_norm: float | None = None
+    """The gradients' total L2 norm before clipping, at an optimizer step."""
+    skipped: bool = False
+    """``16-mixed`` only: the gradient scaler skipped this step (non-finite gradients)."""
 
 
 class TrainingStep:
@@ -34,13 +53,22 @@ class TrainingStep:
             self.optimizers.append(setup.loss_optimizer)
         self.scheduler = setup.scheduler if setup.scheduler_step == "batch" else None
         self._clip_loss = isinstance(self.loss_fn, PAIR_LOSSES["CLIPLoss"])
+        config = setup.config
+        self.precision = StepPrecision(config.precision, setup.device)
+        self.clip_norm, self.clip_value = config.gradient_clip_norm, config.gradient_clip_value
+        self.parameters = [
+            p for optimizer in self.optimizers for g in optimizer.param_groups for p in g["params"]
+        ]
 
     def embed(self, batch: Batch) -> list[torch.Tensor]:
-        """Each column of *batch* embedded by its model."""
-        return [
-            self.models[name](to_device(items, self.device))
-            for name, items in zip(self.routes, batch.items)
-        ]
+        """Each column of *batch* embedded by its model, in the step's precision; the
+        embeddings are float32, so the loss is computed in float32."""
+        with self.precision.autocast():
+            out = [
+                self.models[name](to_device(items, self.device))
+                for name, items in zip(self.routes, batch.items)
+            ]
+        return [e.float() for e in out]
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The loss of *batch*, in the form its data needs (also used for validation)."""
@@ -59,17 +87,40 @@ class TrainingStep:
             return self.loss_fn(joined, labels, self.miner(joined, labels))
         return self.loss_fn(joined, labels)
 
-    def __call__(self, batch: Batch) -> float:
-        """Train on *batch*: zero the gradients, forward, backward, step; returns the loss."""
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
+    def __call__(self, batch: Batch, *, position: int = 0, group: int = 1) -> StepOutcome:
+        """Train on *batch*, batch *position* of an accumulation *group* of that many batches:
+        the first zeroes the gradients, each adds its loss divided by *group* (so the group
+        trains as one batch of all its items would, for a loss that is a mean over items), and
+        the last clips and steps the optimizers and the scheduler."""
+        if position == 0:
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
         loss = self.loss(batch)
-        loss.backward()
-        for optimizer in self.optimizers:
-            optimizer.step()
-        if self.scheduler is not None:
+        self.precision.backward(loss / group if group > 1 else loss)
+        value = float(loss.item())
+        if position < group - 1:
+            return StepOutcome(value, stepped=False)
+        if not math.isfinite(value) and self.precision.scaler is None:
+            return StepOutcome(value, stepped=False)  # the epoch loop fails the run
+        norm = self._clip()
+        stepped = self.precision.step(self.optimizers)
+        if stepped and self.scheduler is not None:
             self.scheduler.step()
-        return float(loss.item())
+        return StepOutcome(value, stepped=stepped, grad_norm=norm, skipped=not stepped)
+
+    def _clip(self) -> float:
+        """Unscale the gradients, measure their total norm, then clip them as configured;
+        returns the norm before clipping."""
+        self.precision.unscale(self.optimizers)
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if not grads:
+            return 0.0
+        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.parameters, self.clip_norm, norm)
+        elif self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self.parameters, self.clip_value)
+        return float(norm)
 
     def learning_rates(self) -> tuple[float, ...]:
         """The learning rate of each parameter group of the model's optimizer."""

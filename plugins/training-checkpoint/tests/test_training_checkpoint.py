@@ -59,9 +59,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _train(tmp_path, run_name, mode):
+def _train(tmp_path, run_name, mode, source=SCRIPT):
     script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
+    script.write_text(source)
     env = {**os.environ, "FINETUNER_DISABLE_PLUGINS": "console"}
     return subprocess.run(
         [sys.executable, str(script), str(tmp_path / "runs"), run_name, mode],
@@ -98,6 +98,89 @@ def test_resume_after_sigkill_gives_bitwise_identical_weights(tmp_path):
     epochs = [r["epoch"] for r in victim.metric_history() if r["stage"] == "epoch"]
     assert epochs == [0, 1, 2, 3]  # the epoch cut short by the kill is recorded once
     assert [c.epoch for c in list_checkpoints(victim.checkpoint_dir)] == [2, 3]
+
+
+STEP_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    import finetuner
+    from finetuner.callback import Callback
+    from finetuner.testing import make_tiny_data
+
+    runs_dir, run_name, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+
+    class KillWithinTheSecondEpoch(Callback):
+        def finetuner_on_train_batch_end(self, event):
+            if event.epoch == 1 and event.batch_index == 7:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    class Net(torch.nn.Sequential):  # dropout: the random streams must resume exactly
+        def __init__(self):
+            super().__init__(
+                torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                torch.nn.Linear(32, 16),
+            )
+
+    torch.manual_seed(5)
+    callbacks = [
+        finetuner.callback.TrainingCheckpoint(last_k_epochs=3, every_n_steps=2),
+        finetuner.callback.BestModelCheckpoint(monitor="val_loss"),
+    ]
+    if mode == "kill":
+        callbacks.append(KillWithinTheSecondEpoch())
+    finetuner.fit(
+        Net(),
+        make_tiny_data(num_classes=4, per_class=24),
+        eval_data=make_tiny_data(seed=3),
+        loss="SupConLoss",
+        learning_rate=0.01,
+        scheduler="linear",
+        epochs=3,
+        batch_size=8,
+        accumulate_grad_batches=2,
+        seed=11,
+        runs_dir=runs_dir,
+        run_name=run_name,
+        callbacks=callbacks,
+        resume=run_name if mode == "resume" else None,
+    )
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_from_a_step_checkpoint_after_sigkill_is_bitwise_identical(tmp_path):
+    # 96 items in batches of 8, two batches per optimizer step: 6 steps an epoch. The kill
+    # comes in the hooks of epoch 1, batch 7, which ends step 10, before its checkpoint is
+    # written; the newest checkpoint is the one after step 8, with half of epoch 1 to go.
+    killed = _train(tmp_path, "victim", "kill", STEP_SCRIPT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    victim = finetuner.get_run("victim", runs_dir=tmp_path / "runs")
+    assert [c.path.name for c in list_checkpoints(victim.checkpoint_dir)] == [
+        "epoch-0000-step-00000006",  # the last step of epoch 0, then its end
+        "epoch-0000",
+        "epoch-0001-step-00000008",
+    ]
+
+    resumed = _train(tmp_path, "victim", "resume", STEP_SCRIPT)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = _train(tmp_path, "reference", "plain", STEP_SCRIPT)
+    assert reference.returncode == 0, reference.stderr
+
+    victim = finetuner.get_run("victim", runs_dir=tmp_path / "runs")
+    ref = finetuner.get_run("reference", runs_dir=tmp_path / "runs")
+    a = load_file(victim.artifact_path / "models" / "model" / "model.safetensors")
+    b = load_file(ref.artifact_path / "models" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].equal(b[key]), key  # bitwise, not approximately
+    assert victim.metrics() == ref.metrics()
+    assert [r["epoch"] for r in victim.metric_history() if r["stage"] == "epoch"] == [0, 1, 2]
+    steps, ref_steps = victim.step_history(), ref.step_history()
+    assert [r["step"] for r in steps] == list(range(1, 19))  # each step recorded once
+    assert [r["loss"] for r in steps] == [r["loss"] for r in ref_steps]
+    assert "checkpoint saved" in victim.log_path.read_text()
 
 
 WRITER = textwrap.dedent(
