@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from docarray import DocList
@@ -310,3 +311,49 @@ def test_the_mechanics_options_work_from_a_config_file(tmp_path, capsys):
     assert main(["fit", str(config), "--runs-dir", str(runs)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "fit.yml:8" in err
+
+
+@pytest.mark.slow
+def test_bf16_fine_tunes_minilm_and_its_vectors_stay_close_to_float32(tmp_path):
+    topics = {
+        "football": ["a late goal won the match", "the striker scored twice", "the keeper saved"],
+        "cooking": ["knead the dough for bread", "simmer the tomato sauce", "bake at 200 degrees"],
+        "computers": ["the laptop battery lasts", "a faster graphics card", "the cpu overheats"],
+        "weather": ["heavy rain tomorrow", "a sunny warm afternoon", "snow on the mountains"],
+    }
+    data = [(text, label) for label, texts in enumerate(topics.values()) for text in texts * 2]
+    run = finetuner.fit(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        data,
+        loss="SupConLoss",
+        precision="bf16",
+        learning_rate=1e-4,
+        epochs=3,
+        batch_size=8,
+        num_items_per_class=2,
+        seed=0,
+        device="cpu",
+        runs_dir=tmp_path,
+    )
+    losses = [r["metrics"]["train_loss"] for r in run.metric_history() if r["stage"] == "epoch"]
+    assert losses[-1] < losses[0]
+    model = finetuner.get_model(run.artifact_path, device="cpu")
+    texts = [text for text, _ in data]
+    full = finetuner.encode(model, texts)
+    half = finetuner.encode(model, texts, precision="bf16")
+    # Stated tolerance: bfloat16 vectors of a normalised MiniLM agree with float32 to a cosine
+    # of at least 0.995 and to 0.02 in every component.
+    cosine = (full * half).sum(1) / (np.linalg.norm(full, axis=1) * np.linalg.norm(half, axis=1))
+    assert cosine.min() > 0.995
+    assert np.abs(full - half).max() < 0.02
+    assert not np.array_equal(full, half)  # bf16 really ran
+
+
+def test_a_checkpoint_in_the_middle_of_an_accumulation_group_is_refused(tmp_path):
+    class Early(Callback):
+        def finetuner_on_train_batch_end(self, ctx, event):
+            if not event.optimizer_step:
+                ctx.save_checkpoint()
+
+    with pytest.raises(finetuner.errors.PluginError, match="request_step_checkpoint"):
+        _fit_pairs(tmp_path, "early", batch_size=8, accumulate_grad_batches=2, callbacks=[Early()])

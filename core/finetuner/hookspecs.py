@@ -117,7 +117,9 @@ def finetuner_on_fit_begin(ctx: TrainingContext, event: FitStarted) -> None:
 
 @hookspec
 def finetuner_on_epoch_begin(ctx: TrainingContext, event: EpochStarted) -> None:
-    """An epoch starts; ``event.steps`` training batches will follow."""
+    """An epoch starts; ``event.batches`` training batches in ``event.steps`` optimizer steps
+    will follow. A run resumed from a checkpoint written within this epoch gets this hook
+    again, with ``event.first_batch`` above 0: the batches before it are not run again."""
 
 
 @hookspec
@@ -130,10 +132,17 @@ def finetuner_on_train_batch_begin(ctx: TrainingContext, event: BatchStarted) ->
 
 @hookspec
 def finetuner_on_train_batch_end(ctx: TrainingContext, event: BatchEnded) -> None:
-    """A training batch finished: backward pass, optimizer step and scheduler step are done.
+    """A training batch finished: its backward pass is done and, when
+    ``event.optimizer_step`` is true, so are clipping, the optimizer step and the scheduler
+    step (with ``accumulate_grad_batches=N`` that is every N-th batch and the epoch's last).
 
     ``event.loss`` is the batch loss, ``event.learning_rates`` the learning rate of each
-    parameter group. Runs once per step: keep it cheap (no synchronous I/O per call).
+    parameter group, ``event.grad_norm`` the gradients' norm before clipping at an optimizer
+    step. The core fails the run on a non-finite loss before this hook (except under
+    ``precision='16-mixed'``, where the step is skipped instead). Evaluations and step
+    checkpoints asked for here (``ctx.control.request_evaluation()``,
+    ``ctx.control.request_step_checkpoint()``) run after the hook, at the end of the optimizer
+    step. Runs once per batch: keep it cheap (no synchronous I/O per call).
     """
 
 

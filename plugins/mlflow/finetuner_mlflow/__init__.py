@@ -30,6 +30,7 @@ What the MLflow run holds:
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -148,6 +149,7 @@ class MLflowLogger(Callback):
         self._run_id: str | None = None  # set by load_state_dict when a finetuner run resumes
         self._active = False
         self._learning_rates: tuple[float, ...] = ()
+        self._grad_norms: list[float] = []
 
     # --- set-up and tear-down ------------------------------------------------------------------
 
@@ -256,6 +258,9 @@ class MLflowLogger(Callback):
 
     def finetuner_on_train_batch_end(self, event: Any) -> None:
         self._learning_rates = tuple(event.learning_rates)
+        norm = getattr(event, "grad_norm", None)  # measured at optimizer steps
+        if norm is not None and math.isfinite(norm):
+            self._grad_norms.append(norm)
 
     def finetuner_on_metrics(self, event: Any) -> None:
         if not self._active:
@@ -269,6 +274,9 @@ class MLflowLogger(Callback):
             if event.stage == "epoch":
                 values["epoch"] = event.epoch + 1
                 values.update({f"lr/group_{i}": lr for i, lr in enumerate(self._learning_rates)})
+                if self._grad_norms:  # the epoch's mean gradient norm before clipping
+                    values["grad_norm"] = sum(self._grad_norms) / len(self._grad_norms)
+                self._grad_norms = []
         timestamp = int(time.time() * 1000)
         metrics = [
             Metric(_key(key, self._limits), float(value), timestamp, event.step)

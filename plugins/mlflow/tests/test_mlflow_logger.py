@@ -96,6 +96,11 @@ def test_a_fit_becomes_a_finished_mlflow_run(tracking_uri):
         ], key
     assert _history(client, run, "epoch") == [(s, e) for s, e in zip(steps, [1, 2])]
     assert [s for s, _ in _history(client, run, "lr/group_0")] == steps
+    norms = [r["grad_norm"] for r in result.run.step_history()]
+    per_epoch = [norms[: len(norms) // 2], norms[len(norms) // 2 :]]
+    assert _history(client, run, "grad_norm") == [
+        (s, pytest.approx(sum(n) / len(n))) for s, n in zip(steps, per_epoch)
+    ]
     (before,) = _records(result, "before")
     assert _history(client, run, "before/probe_score") == [(0, pytest.approx(0.1))]
     assert _history(client, run, "before/val_loss") == [

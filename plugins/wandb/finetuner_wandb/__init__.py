@@ -21,6 +21,7 @@ key                         when
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -184,14 +185,16 @@ class WandBLogger(Callback):
     def finetuner_on_train_batch_end(self, event: Any) -> None:
         self._learning_rates = tuple(event.learning_rates)
         if self.metrics_logger_step == "batch" and self._run is not None:
-            self._run.log(
-                {
-                    "batch/train_loss": event.loss,
-                    **self._lr_items(),
-                    "epoch": event.epoch + 1,
-                    "global_step": event.step,
-                }
-            )
+            row = {
+                "batch/train_loss": event.loss,
+                **self._lr_items(),
+                "epoch": event.epoch + 1,
+                "global_step": event.step,
+            }
+            norm = getattr(event, "grad_norm", None)  # measured at optimizer steps
+            if norm is not None and math.isfinite(norm):
+                row["batch/grad_norm"] = norm
+            self._run.log(row)
 
     def finetuner_on_metrics(self, event: Any) -> None:
         if self._run is None:

@@ -100,6 +100,7 @@ def test_batch_mode_logs_every_batch(tmp_path):
         assert row["batch/train_loss"] == pytest.approx(event.loss)
         assert row["lr/group_0"] == pytest.approx(event.learning_rates[0])
         assert row["global_step"] == event.step and row["epoch"] == event.epoch + 1
+        assert row["batch/grad_norm"] == pytest.approx(event.grad_norm)
     # the epoch rows still carry train_loss; the learning rate is in the batch rows only
     epoch_rows = logged.rows_with("train_loss")
     assert len(epoch_rows) == 2
