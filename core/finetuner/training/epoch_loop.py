@@ -126,9 +126,10 @@ class EpochLoop:
         self._count_loss(progress, outcome, index)
         progress.batches = index + 1
         boundary = position == group - 1
+        rates = self.step.learning_rates()
         if boundary:
             ctx.step += 1
-            self._record_step(progress, outcome)
+            self._record_step(progress, outcome, rates)
         self.hook.finetuner_on_train_batch_end(
             ctx=ctx,
             event=BatchEnded(
@@ -137,7 +138,7 @@ class EpochLoop:
                 batch_index=index,
                 batch_size=size,
                 loss=outcome.loss,
-                learning_rates=self.step.learning_rates(),
+                learning_rates=rates,
                 optimizer_step=boundary,
                 grad_norm=outcome.grad_norm,
             ),
@@ -156,7 +157,9 @@ class EpochLoop:
                 f"{index + 1}; lower the learning rate or check the data for extreme values."
             )
 
-    def _record_step(self, progress: EpochProgress, outcome: StepOutcome) -> None:
+    def _record_step(
+        self, progress: EpochProgress, outcome: StepOutcome, rates: tuple[float, ...]
+    ) -> None:
         losses, progress.group_losses = progress.group_losses, []
         norm = outcome.grad_norm
         if outcome.skipped:
@@ -172,7 +175,7 @@ class EpochLoop:
                 "step": self.ctx.step,
                 "loss": sum(losses) / len(losses) if losses else None,
                 "grad_norm": norm if norm is not None and math.isfinite(norm) else None,
-                "learning_rates": list(self.step.learning_rates()),
+                "learning_rates": list(rates),
                 "skipped": outcome.skipped,
                 "time": round(time.time(), 3),
             }
