@@ -45,6 +45,12 @@ def finetuner_add_commands(subparsers: Any) -> None:
     parser.add_argument("--distance", default="cosine")
     parser.add_argument("--search", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--precision",
+        choices=("32", "bf16", "16-mixed"),
+        default="32",
+        help="encode in float32 (default), bfloat16 (CPU or GPU) or float16 (CUDA)",
+    )
     parser.add_argument("--no-exclude-self", action="store_true")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of a registry model's initial weights"
@@ -92,8 +98,9 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     modality = model.modality if model.modality != "tensor" else None
     queries = queries.column(modality)
     index = index.column(modality) if index is not None else None
-    q = finetuner.encode(model, queries, batch_size=args.batch_size)
-    i = finetuner.encode(model, index, batch_size=args.batch_size) if index is not None else None
+    encoding = {"batch_size": args.batch_size, "precision": args.precision}
+    q = finetuner.encode(model, queries, **encoding)
+    i = finetuner.encode(model, index, **encoding) if index is not None else None
     metrics = evaluate_embeddings(
         q,
         [queries.classes[c] for c in queries.labels],

@@ -141,6 +141,13 @@ def test_evaluate_command(capsys):
     shown = json.loads(capsys.readouterr().out)
     assert set(shown["metrics"]) == set(METRIC_NAMES)
     assert 0.0 <= shown["metrics"]["precision_at_k"] <= 1.0
+    args = ["evaluate", "mlp", "--query-data", "digits-eval", "--limit", "5", "--json"]
+    assert main([*args, "--precision", "bf16"]) == 0
+    in_bf16 = json.loads(capsys.readouterr().out)["metrics"]
+    # the same untrained model (seeded) encoded in bfloat16: nearly the same metrics
+    assert in_bf16["precision_at_k"] == pytest.approx(shown["metrics"]["precision_at_k"], abs=0.05)
+    assert main([*args, "--precision", "16-mixed"]) == 1
+    assert "needs a CUDA device" in capsys.readouterr().err
 
 
 def test_evaluate_command_errors_are_one_line(capsys):
