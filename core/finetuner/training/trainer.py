@@ -115,7 +115,7 @@ class Trainer:
             plugins=[r.name for r in registered],
             device=str(self.setup.device),
             seed=self.setup.seed,
-            **({"from_epoch": state["epoch"]} if state else {}),
+            **({"from_epoch": state["epoch"], "from_step": state["step"]} if state else {}),
         )
         for name, why in skipped:
             # Blocking is the user's choice: recorded, not shouted. Broken plugins warn.
