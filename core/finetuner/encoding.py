@@ -6,6 +6,7 @@ model embeds data the same way in both.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ def check_precision(precision: str, device: torch.device) -> None:
 def autocast(precision: str, device: torch.device) -> Any:
     """The autocast context of *precision* on *device* (a no-op context for ``'32'``)."""
     if precision == "32":
-        return torch.autocast(device.type, enabled=False)
+        return contextlib.nullcontext()  # not autocast(enabled=False): 4 us a step for nothing
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
