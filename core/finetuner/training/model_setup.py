@@ -21,6 +21,7 @@ from ..encoding import evaluating, to_device
 from ..errors import ConfigError, DataError, FinetunerError
 from ..models import ModelSpec, Preprocessor, get_spec
 from ..models.artifact import load_model_records, load_weights
+from ..models.gradient_checkpointing import enable_gradient_checkpointing
 from .failure import format_reason
 
 __all__ = ["MODEL_NAME", "ModelPlan", "ModelSet", "build_models", "check_forward", "plan_models"]
@@ -175,6 +176,8 @@ def build_models(
     if config.model_artifact is not None:
         load_model_artifact(models, config.model_artifact)
     for name, module in models.modules.items():
+        if config.gradient_checkpointing:  # training only: the artifact rebuilds without it
+            enable_gradient_checkpointing(module, plan.display_names[name])
         models.modules[name] = module.to(device)
     return models
 

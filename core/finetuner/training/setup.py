@@ -150,7 +150,6 @@ _NOT_YET_BUILT = {
     "accumulate_grad_batches": 1,
     "gradient_clip_norm": None,
     "gradient_clip_value": None,
-    "gradient_checkpointing": False,
     "layer_wise_lr_decay": None,
 }
 
