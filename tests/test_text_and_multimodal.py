@@ -15,6 +15,7 @@ from finetuner import ConfigError, CSVOptions, DataError, RunError
 from finetuner.callback import Callback
 from finetuner.testing import (
     COLOURS,
+    CaptureModels,
     minilm_folder,
     tiny_clip_model_options,
     tiny_text_model_options,
@@ -32,25 +33,6 @@ TOPICS = {
 TEXTS = [t for texts in TOPICS.values() for t in texts]
 
 
-class _Capture(Callback):
-    """Encodes the given data with the in-memory models at the end of the fit."""
-
-    def __init__(self, texts=None, model=None):
-        self.texts, self.model = texts, model
-        self.encoded = None
-        self.initial: dict = {}
-
-    def finetuner_on_fit_begin(self, ctx, event):
-        self.initial = {
-            name: {k: v.detach().clone() for k, v in m.state_dict().items()}
-            for name, m in ctx.models.items()
-        }
-
-    def finetuner_on_fit_end(self, ctx, event):
-        if self.texts is not None:
-            self.encoded = ctx.encode(self.texts, model=self.model)
-
-
 def _epoch_losses(run) -> list[float]:
     return [r["metrics"]["train_loss"] for r in run.metric_history() if r["stage"] == "epoch"]
 
@@ -58,7 +40,7 @@ def _epoch_losses(run) -> list[float]:
 def test_minilm_on_a_labelled_csv_learns_and_round_trips(tmp_path):
     csv_file = tmp_path / "train.csv"
     csv_file.write_text("".join(f"{t},{label}\n" for label, ts in TOPICS.items() for t in ts))
-    capture = _Capture(texts=TEXTS)
+    capture = CaptureModels(texts=TEXTS)
     run = finetuner.fit(
         "sentence-transformers/all-MiniLM-L6-v2",
         str(csv_file),
@@ -118,7 +100,7 @@ def test_text_to_image_with_tiny_towers_round_trips(tmp_path):
     images = write_colour_images(tmp_path / "img")
     rows = [f"a {name} square,{path}\n" for name, paths in images.items() for path in paths]
     (tmp_path / "pairs.csv").write_text("".join(rows))
-    capture = _Capture(texts=[f"a {name} square" for name in COLOURS], model="clip-text")
+    capture = CaptureModels(texts=[f"a {name} square" for name in COLOURS], model="clip-text")
     run = finetuner.fit(
         "clip-base-en",
         str(tmp_path / "pairs.csv"),
@@ -151,7 +133,7 @@ def test_margin_mse_on_triplets_round_trips(tmp_path):
         for i, query in enumerate(texts):
             rows.append(f"{query},{texts[(i + 1) % len(texts)]},{other},{0.5 + 0.1 * i}\n")
     (tmp_path / "triplets.csv").write_text("".join(rows))
-    capture = _Capture(texts=TEXTS)
+    capture = CaptureModels(texts=TEXTS)
     run = finetuner.fit(
         "sentence-transformers/all-MiniLM-L6-v2",
         str(tmp_path / "triplets.csv"),
@@ -196,7 +178,7 @@ def test_cosine_similarity_loss_on_scored_pair_documents():
 
 
 def test_arcface_with_a_loss_optimizer_trains_its_centres_and_round_trips(tmp_path):
-    capture = _Capture()
+    capture = CaptureModels()
     data = finetuner.testing.make_tiny_data(num_classes=3, per_class=8, dim=8)
     seen = {}
 
@@ -311,7 +293,7 @@ def test_tampered_weights_are_refused_without_unpickling(tmp_path):
 def test_model_artifact_continues_from_its_weights():
     data = finetuner.testing.make_tiny_data()
     first = finetuner.fit("mlp", data, epochs=2, seed=0)
-    capture = _Capture()
+    capture = CaptureModels()
     finetuner.fit(
         "mlp", data, epochs=1, seed=1, model_artifact=first.artifact_path, callbacks=[capture]
     )
@@ -400,7 +382,7 @@ def test_an_artifact_outlives_the_model_folder_it_was_trained_from(tmp_path):
     folder = tmp_path / "my-minilm"
     shutil.copytree(minilm_folder(), folder)
     texts = [t for ts in TOPICS.values() for t in ts]
-    capture = _Capture(texts=texts)
+    capture = CaptureModels(texts=texts)
     run = finetuner.fit(
         str(folder),
         [(t, label) for label, ts in TOPICS.items() for t in ts],

@@ -31,6 +31,7 @@ from .hookspecs import hookimpl
 
 __all__ = [
     "COLOURS",
+    "CaptureModels",
     "FitResult",
     "HookCall",
     "HookRecorder",
@@ -138,6 +139,27 @@ class ScriptedProducer(Callback):
         value = self.values[min(len(self.produced), len(self.values) - 1)]
         self.produced.append((event.stage, event.epoch, value))
         return {self.key: value}
+
+
+class CaptureModels(Callback):
+    """Records the models' weights when the fit begins (``initial``: model name -> state dict)
+    and, when it ends, *texts* encoded by the trained models (``encoded``; *model* picks a
+    tower): what a test compares an artifact's weights and vectors with."""
+
+    def __init__(self, texts: Any = None, model: str | None = None) -> None:
+        self.texts, self.model = texts, model
+        self.initial: dict[str, dict[str, Any]] = {}
+        self.encoded: Any = None
+
+    def finetuner_on_fit_begin(self, ctx: Any, event: Any) -> None:
+        self.initial = {
+            name: {k: v.detach().clone() for k, v in m.state_dict().items()}
+            for name, m in ctx.models.items()
+        }
+
+    def finetuner_on_fit_end(self, ctx: Any, event: Any) -> None:
+        if self.texts is not None:
+            self.encoded = ctx.encode(self.texts, model=self.model)
 
 
 @dataclass

@@ -7,9 +7,15 @@ Layout::
     metrics.yml           {before: {...}, after: {...}}
     example-results.yml   gathered example results, if any
     models/<name>/model.safetensors
+    models/<name>/adapter.safetensors  LoRA runs: the adapters and the weights beside the base
     models/<name>/metadata.yml   registry name and resolved options, or the module's class
     models/<name>/preprocessor/  what the preprocessor needs, e.g. tokenizer.json (no code)
     models/<name>/model.onnx     with to_onnx=True: the model exported to ONNX
+
+A LoRA run (``model_options={'lora': ...}``) stores ``adapter.safetensors``; where its base
+model is the unchanged pretrained model of a folder on this machine (metadata
+``adapter.base_weights: model_path``) that is all it stores, and loading rebuilds the base from
+the folder; otherwise ``model.safetensors`` holds all the weights as well.
 
 Loading reads YAML with ``yaml.safe_load`` and tensors with safetensors: nothing is unpickled.
 """
@@ -30,6 +36,7 @@ import yaml
 
 from .._io import atomic_write_bytes, atomic_write_text, dump_yaml, replace_dir
 from ..errors import ConfigError, RunError
+from .lora import adapter_state, inject_lora, load_adapter, merge_lora
 from .registry import get_spec
 
 __all__ = [
@@ -37,12 +44,15 @@ __all__ = [
     "artifact_size",
     "dump_yaml",
     "load_model_records",
+    "load_record_weights",
     "load_weights",
     "rebuild_module",
     "write_artifact",
 ]
 
 FORMAT_VERSION = 1
+BASE_FROM_FOLDER = "model_path"
+"""``adapter.base_weights`` of a LoRA model whose base is rebuilt from ``options.model_path``."""
 
 
 @dataclass
@@ -56,6 +66,13 @@ class ModelRecord:
     """The preprocessor's files (e.g. ``tokenizer.json``)."""
     onnx: bytes | None = None
     """The ONNX export, when the run was fit with ``to_onnx=True``."""
+    adapter: dict[str, torch.Tensor] = field(default_factory=dict)
+    """LoRA runs: the adapters and the weights outside the base model."""
+
+    @property
+    def lora(self) -> dict[str, Any] | None:
+        """The resolved LoRA options the model was trained with, or ``None``."""
+        return (self.metadata.get("options") or {}).get("lora")
 
 
 def write_artifact(
@@ -71,8 +88,6 @@ def write_artifact(
     onnx: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write the artifact into a temporary folder beside *target*, then rename it into place."""
-    from safetensors.torch import save_file
-
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -87,8 +102,7 @@ def write_artifact(
     for name, module in models.items():
         folder = tmp / "models" / name
         folder.mkdir(parents=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-        save_file(_dedupe_shared(state), str(folder / "model.safetensors"))
+        _write_weights(folder, module, model_metadata[name].get("adapter"))
         atomic_write_text(
             folder / "metadata.yml", dump_yaml({"name": name, **model_metadata[name]})
         )
@@ -101,6 +115,23 @@ def write_artifact(
             atomic_write_bytes(folder / "model.onnx", onnx[name])
     replace_dir(tmp, target)
     return target
+
+
+def _write_weights(
+    folder: Path, module: torch.nn.Module, adapter: Mapping[str, Any] | None
+) -> None:
+    """``model.safetensors`` (all weights), unless the base model is rebuilt from its folder;
+    and for a LoRA model ``adapter.safetensors``."""
+    from safetensors.torch import save_file
+
+    def save(state: Mapping[str, torch.Tensor], file: str) -> None:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        save_file(_dedupe_shared(tensors), str(folder / file))
+
+    if adapter:
+        save(adapter_state(module), "adapter.safetensors")
+    if not adapter or adapter.get("base_weights") != BASE_FROM_FOLDER:
+        save(module.state_dict(), "model.safetensors")
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -173,36 +204,62 @@ def _artifact_files(path: Path) -> dict[str, bytes]:
     return files
 
 
-def _model_record(path: Path, files: Mapping[str, bytes], folder: str, name: str) -> ModelRecord:
-    """The model *name* of the artifact *path*, from its *files* under *folder*."""
+def _tensors(
+    path: Path, files: Mapping[str, bytes], key: str, name: str
+) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file *key*, or none where the artifact lacks it."""
     from safetensors.torch import load as load_bytes
 
+    if key not in files:
+        return {}
+    try:
+        return load_bytes(files[key])
+    except Exception as exc:  # safetensors refuses anything but its own format
+        raise RunError(
+            f"artifact '{path}': models/{name}/{key.rpartition('/')[2]} is not a valid "
+            f"safetensors file ({exc}); it was damaged or replaced, and is refused unread. Use "
+            "the artifact the run wrote."
+        ) from None
+
+
+def _model_record(path: Path, files: Mapping[str, bytes], folder: str, name: str) -> ModelRecord:
+    """The model *name* of the artifact *path*, from its *files* under *folder*."""
     meta_key, weights_key = f"{folder}metadata.yml", f"{folder}model.safetensors"
-    if meta_key not in files or weights_key not in files:
+    adapter_key = f"{folder}adapter.safetensors"
+    if meta_key not in files or (weights_key not in files and adapter_key not in files):
         raise RunError(
             f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
         )
     meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
-    try:
-        tensors = load_bytes(files[weights_key])
-    except Exception as exc:  # safetensors refuses anything but its own format
-        raise RunError(
-            f"artifact '{path}': models/{name}/model.safetensors is not a valid safetensors "
-            f"file ({exc}); it was damaged or replaced, and is refused unread. Use the "
-            "artifact the run wrote."
-        ) from None
     pre = f"{folder}preprocessor/"
     return ModelRecord(
         name=name,
         metadata=meta,
-        tensors=tensors,
+        tensors=_tensors(path, files, weights_key, name),
         files={k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)},
         onnx=files.get(f"{folder}model.onnx"),
+        adapter=_tensors(path, files, adapter_key, name),
     )
 
 
-def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -> torch.nn.Module:
-    """Rebuild a model from the registry (or fill the given *module*) and load its weights."""
+def _base_folder_options(record: ModelRecord) -> Mapping[str, Any]:
+    """The options that rebuild the base model of an adapter-only *record* from its folder."""
+    options = record.metadata.get("options") or {}
+    folder = options.get("model_path")
+    if not folder or not (Path(folder) / "config.json").is_file():
+        raise ConfigError(
+            f"the artifact's model '{record.name}' stores only its LoRA adapter; its base "
+            f"model is the pretrained model of the folder '{folder}', which is not on this "
+            "machine. Put that model folder back at that path to load the artifact."
+        )
+    return options
+
+
+def rebuild_module(
+    record: ModelRecord, module: torch.nn.Module | None = None, *, merge: bool = False
+) -> torch.nn.Module:
+    """Rebuild a model from the registry (or fill the given *module*) and load its weights;
+    *merge* folds LoRA adapters into plain layers."""
     registry_name = record.metadata.get("registry_name")
     if module is None:
         if not registry_name:
@@ -213,13 +270,28 @@ def rebuild_module(record: ModelRecord, module: torch.nn.Module | None = None) -
                 f"get_model(artifact, model=YourModule(...))."
             )
         spec = get_spec(registry_name)
-        built = spec.build(spec.for_rebuild(record.metadata.get("options") or {}))
+        options = record.metadata.get("options") or {}
+        # All weights stored: build nothing pretrained. Adapter only: the pretrained base.
+        built = spec.build(
+            spec.for_rebuild(options) if record.tensors else _base_folder_options(record)
+        )
         tower = record.metadata.get("tower")
         module = built[tower] if tower else built  # type: ignore[index]
-    load_weights(
-        module, record.tensors, f"the weights of model '{record.name}' do not fit the module"
+    elif record.lora:
+        inject_lora(module, record.lora, model=type(module).__name__)
+    load_record_weights(
+        module, record, f"the weights of model '{record.name}' do not fit the module"
     )
-    return module
+    return merge_lora(module) if merge and record.lora else module
+
+
+def load_record_weights(module: torch.nn.Module, record: ModelRecord, what: str) -> None:
+    """Load the weights of *record* into *module*: all of them, or, for an adapter-only LoRA
+    record, the adapter into a module whose base model is in place."""
+    if record.tensors:
+        load_weights(module, record.tensors, what)
+    else:
+        load_adapter(module, record.adapter, what)
 
 
 def load_weights(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], what: str) -> None:

@@ -79,6 +79,7 @@ def get_model(
     device: str | None = None,
     model: torch.nn.Module | None = None,
     is_onnx: bool = False,
+    merge_lora: bool = False,
 ) -> EmbeddingModel:
     """Load a model from an artifact folder or zip (``run.artifact_path``, ``run.save_artifact()``).
 
@@ -87,6 +88,9 @@ def get_model(
     its weights are loaded into it. *select_model* picks one model of a two-tower artifact
     (``'clip-text'`` or ``'clip-vision'``). *is_onnx* runs the artifact's ONNX export with
     onnxruntime instead of torch (the run must have been fit with ``to_onnx=True``).
+
+    A model trained with LoRA comes back with its adapters (peft layers); *merge_lora* folds
+    them into the base weights and returns a plain module computing the same embeddings.
     """
     records, _ = load_model_records(artifact)
     chosen = _choose([r.name for r in records], select_model, "the artifact")
@@ -100,7 +104,7 @@ def get_model(
             )
         module = OnnxModule(record.onnx)
     else:
-        module = rebuild_module(record, model)
+        module = rebuild_module(record, model, merge=merge_lora)
     registry_name = record.metadata.get("registry_name")
     preprocessor = (
         get_spec(registry_name).build_preprocessor(

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, close_matches_hint
+from .lora import refuse_lora
 from .spec import ModelSpec
 
 __all__ = ["MLP", "MLP_SPEC"]
@@ -49,6 +50,8 @@ _MLP_OPTIONS = {"input_size", "hidden_sizes", "activation", "bias", "l2"}
 
 def _mlp_resolve(options: Mapping[str, Any], input_shape: tuple[int, ...] | None) -> dict[str, Any]:
     unknown = set(options) - _MLP_OPTIONS
+    if "lora" in unknown:
+        refuse_lora("mlp")
     if unknown:
         name = sorted(unknown)[0]
         raise ConfigError(

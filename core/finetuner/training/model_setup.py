@@ -20,7 +20,9 @@ from ..data import IMAGE, TENSOR, Dataset
 from ..encoding import evaluating, to_device
 from ..errors import ConfigError, DataError, FinetunerError
 from ..models import ModelSpec, Preprocessor, get_spec
-from ..models.artifact import load_model_records, load_weights
+from ..models.artifact import BASE_FROM_FOLDER, ModelRecord, load_model_records, load_record_weights
+from ..models.gradient_checkpointing import enable_gradient_checkpointing
+from ..models.lora import count_parameters, inject_lora, resolve_lora
 from .failure import format_reason
 
 __all__ = ["MODEL_NAME", "ModelPlan", "ModelSet", "build_models", "check_forward", "plan_models"]
@@ -93,6 +95,18 @@ class ModelSet:
         self.metadata[name] = described
 
 
+def _adapter_metadata(module: nn.Module, base_from_folder: bool) -> dict[str, Any]:
+    """What the artifact and the run log say of a LoRA model: where its base weights come
+    from, and how many of its parameters train."""
+    trainable, total = count_parameters(module)
+    return {
+        "kind": "lora",
+        "base_weights": BASE_FROM_FOLDER if base_from_folder else "model.safetensors",
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+
+
 def _build_registry_models(config: FitConfig, plan: ModelPlan, item_shape: Any) -> ModelSet:
     spec = plan.spec
     assert spec is not None
@@ -109,26 +123,57 @@ def _build_registry_models(config: FitConfig, plan: ModelPlan, item_shape: Any) 
             "options": options,
             "input_shape": list(item_shape) if item_shape is not None else None,
         }
+        if options.get("lora"):
+            pretrained = bool(options.get("pretrained") and options.get("model_path"))
+            meta["adapter"] = _adapter_metadata(module, base_from_folder=pretrained)
         models.add(name, module, spec.build_preprocessor(options, tower), meta)
     return models
 
 
 def _own_module(config: FitConfig, plan: ModelPlan, item_shape: Any) -> ModelSet:
-    if config.model_options:
+    if set(config.model_options) - {"lora"}:
         raise ConfigError(
-            "model_options apply to registry models only; configure your own "
-            "torch.nn.Module when you create it."
+            "model_options apply to registry models only (your own module takes 'lora' "
+            "alone); configure your own torch.nn.Module when you create it."
         )
+    module, options = config.model, {}
+    if "lora" in config.model_options:
+        options["lora"] = resolve_lora(config.model_options["lora"], model_type=None)
+        inject_lora(module, options["lora"], model=plan.display_names[MODEL_NAME])
     models = ModelSet(plan)
     meta: dict[str, Any] = {
         "registry_name": None,
         "tower": None,
         "modality": TENSOR,
-        "options": {},
+        "options": options,
         "input_shape": list(item_shape) if item_shape is not None else None,
     }
-    models.add(MODEL_NAME, config.model, Preprocessor(), meta)
+    if options:
+        meta["adapter"] = _adapter_metadata(module, base_from_folder=False)
+    models.add(MODEL_NAME, module, Preprocessor(), meta)
     return models
+
+
+def _check_same_lora(record: ModelRecord, meta: Mapping[str, Any], artifact: Any) -> None:
+    """The artifact's model was trained with the LoRA structure this fit builds, or none."""
+    mine, theirs = meta["options"].get("lora"), record.lora
+    if mine is None and theirs is not None:
+        raise ConfigError(
+            f"model_artifact '{artifact}' holds LoRA adapters; continue training them with "
+            f"model_options={{'lora': {theirs}}} (and the model options it was trained with)."
+        )
+    if theirs is None and mine is not None:
+        raise ConfigError(
+            f"model_artifact '{artifact}' holds no LoRA adapters; drop 'lora' from "
+            "model_options to continue training all of its weights."
+        )
+    same = ("r", "alpha", "target_modules")
+    if mine and theirs and any(mine.get(k) != theirs.get(k) for k in same):
+        raise ConfigError(
+            f"model_artifact '{artifact}' was trained with lora "
+            f"{ {k: theirs.get(k) for k in same} }, not { {k: mine.get(k) for k in same} }; "
+            "pass the lora options it was trained with."
+        )
 
 
 def load_model_artifact(models: ModelSet, artifact: Any) -> None:
@@ -149,12 +194,15 @@ def load_model_artifact(models: ModelSet, artifact: Any) -> None:
                 f"'{theirs or record.metadata.get('class')}', not '{mine or meta['class']}'; "
                 "pass that model."
             )
-        load_weights(
+        _check_same_lora(record, meta, artifact)
+        load_record_weights(
             module,
-            record.tensors,
+            record,
             f"the weights of model_artifact '{artifact}' (trained with other model_options?) "
             "do not fit",
         )
+        if "adapter" in meta and record.tensors:  # the base now comes from the artifact
+            meta["adapter"]["base_weights"] = "model.safetensors"
         if record.files:
             spec = models.plan.spec
             assert spec is not None
@@ -175,6 +223,8 @@ def build_models(
     if config.model_artifact is not None:
         load_model_artifact(models, config.model_artifact)
     for name, module in models.modules.items():
+        if config.gradient_checkpointing:  # training only: the artifact rebuilds without it
+            enable_gradient_checkpointing(module, plan.display_names[name])
         models.modules[name] = module.to(device)
     return models
 

@@ -155,22 +155,9 @@ def build_setup(config: FitConfig, *, seed: int) -> FitSetup:
         return _build(config, seed)
 
 
-# Options declared ahead of their mechanics; each leaves this table when it lands.
-_NOT_YET_BUILT = {
-    "gradient_checkpointing": False,
-}
-
-
-def _refuse_unbuilt(config: FitConfig) -> None:
-    for name, default in _NOT_YET_BUILT.items():
-        if getattr(config, name) != default:
-            raise ConfigError(f"{name} is not available in this version; leave it unset.")
-
-
 def _build(config: FitConfig, seed: int) -> FitSetup:
     device = resolve_device(config.device)
     check_precision(config.precision, device)
-    _refuse_unbuilt(config)
     _check_names(config)
     train, evaluation = load_fit_data(config, seed)
     plan = plan_models(config)

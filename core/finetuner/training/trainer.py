@@ -117,6 +117,16 @@ class Trainer:
             seed=self.setup.seed,
             **({"from_epoch": state["epoch"], "from_step": state["step"]} if state else {}),
         )
+        for name, meta in self.setup.models.metadata.items():
+            adapter = meta.get("adapter")
+            if adapter:
+                log.info(
+                    "LoRA adapters",
+                    model=name,
+                    trainable_parameters=adapter["trainable_parameters"],
+                    total_parameters=adapter["total_parameters"],
+                    base_weights=adapter["base_weights"],
+                )
         for name, why in skipped:
             # Blocking is the user's choice: recorded, not shouted. Broken plugins warn.
             report = log.info if why.startswith("blocked") else log.warning

@@ -18,6 +18,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ..images import ImagePreprocessor
+from ..lora import inject_lora, resolve_lora
 from ..spec import ModelSpec
 from .common import check_options
 from .model_folders import quiet_transformers, read_tokenizer, resolve_text_model
@@ -28,7 +29,7 @@ __all__ = ["SPECS", "TEXT_TOWER", "VISION_TOWER", "CLIPTextTower", "CLIPVisionTo
 TEXT_TOWER, VISION_TOWER = "clip-text", "clip-vision"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_OPTIONS = {"pretrained", "model_path", "config", "tokenizer", "max_length", "normalize"}
+_OPTIONS = {"pretrained", "model_path", "config", "tokenizer", "max_length", "normalize", "lora"}
 _EOS_TOKENS = ("<|endoftext|>", "</s>", "[SEP]")
 
 
@@ -129,6 +130,7 @@ def _resolve(model: str, repo: str, options: Mapping[str, Any]) -> dict[str, Any
         if eos is not None and "eos_token_id" not in (overrides.get("text_config") or {}):
             text_config["eos_token_id"] = eos
     max_length = int(options.get("max_length", text_config.get("max_position_embeddings", 77)))
+    lora = {"lora": resolve_lora(options["lora"], model_type="clip")} if "lora" in options else {}
     return {
         "pretrained": pretrained,
         "model_path": str(folder) if folder is not None else None,
@@ -138,6 +140,7 @@ def _resolve(model: str, repo: str, options: Mapping[str, Any]) -> dict[str, Any
         "max_length": max_length,
         "normalize": bool(options.get("normalize", True)),
         "image_size": int(vision_config.get("image_size", 224)),
+        **lora,
     }
 
 
@@ -172,6 +175,9 @@ def _build(options: Mapping[str, Any]) -> nn.ModuleDict:
             raise ConfigError(
                 f"could not load the CLIP weights from '{options['model_path']}': {exc}"
             ) from exc
+    if options.get("lora"):
+        for name, tower in towers.items():
+            inject_lora(tower.get_submodule("model"), options["lora"], model=name)
     return towers
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, close_matches_hint
+from ..lora import refuse_lora
 
 __all__ = [
     "EmbeddingHead",
@@ -22,6 +23,8 @@ __all__ = [
 def check_options(model: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
     """Refuse an option *model* does not have, listing the ones it has."""
     known = sorted(allowed)
+    if "lora" in options and "lora" not in known:
+        refuse_lora(model)
     for name in options:
         if name not in known:
             raise ConfigError(

