@@ -125,7 +125,7 @@ class EpochLoop:
         outcome = self.step(batch, position=position, group=group)
         self._count_loss(progress, outcome, index)
         progress.batches = index + 1
-        boundary = position == group - 1
+        boundary = self.ends_step(index + 1)
         rates = self.step.learning_rates()
         if boundary:
             ctx.step += 1
@@ -145,6 +145,11 @@ class EpochLoop:
         )
         if boundary:
             self._after_step(progress)
+
+    def ends_step(self, batches: int) -> bool:
+        """Whether the epoch's first *batches* batches end an optimizer step: a whole number
+        of accumulation groups, or every batch of the epoch."""
+        return batches % self.accumulate == 0 or batches == self.setup.batches_per_epoch
 
     def _count_loss(self, progress: EpochProgress, outcome: StepOutcome, index: int) -> None:
         if math.isfinite(outcome.loss):

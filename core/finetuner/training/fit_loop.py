@@ -318,7 +318,7 @@ class FitLoop:
         """Write a training checkpoint: of the state at the end of ``ctx.epoch``, or, while
         an epoch runs, after its latest optimizer step."""
         ctx, progress = self.ctx, self.epoch_loop.progress
-        if progress is not None and not self._at_step_boundary(progress):
+        if progress is not None and not self.epoch_loop.ends_step(progress.batches):
             raise PluginError(
                 f"ctx.save_checkpoint() was called in the middle of an accumulation group "
                 f"(epoch {ctx.epoch + 1}, batch {progress.batches}), where the gradients of "
@@ -343,8 +343,3 @@ class FitLoop:
             fields["step"] = step
         self.log.info("checkpoint saved", epoch=ctx.epoch, path=str(checkpoint.path), **fields)
         return checkpoint.path
-
-    def _at_step_boundary(self, progress: EpochProgress) -> bool:
-        setup = self.setup
-        done = progress.batches
-        return done == setup.batches_per_epoch or done % setup.config.accumulate_grad_batches == 0

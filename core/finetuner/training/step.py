@@ -29,11 +29,9 @@ class StepOutcome:
 
     loss: float
     """The batch's loss (not divided by the accumulation)."""
-    stepped: bool
-    """Whether the optimizers stepped after this batch: False while gradients accumulate,
-    and when ``16-mixed`` skipped a step whose gradients overflowed."""
     grad_norm: float | None = None
-    """The gradients' total L2 norm before clipping, at an optimizer step."""
+    """The gradients' total L2 norm before clipping, at an optimizer step; None between the
+    batches of an accumulation group."""
     skipped: bool = False
     """``16-mixed`` only: the gradient scaler skipped this step (non-finite gradients)."""
 
@@ -99,14 +97,14 @@ class TrainingStep:
         self.precision.backward(loss / group if group > 1 else loss)
         value = float(loss.item())
         if position < group - 1:
-            return StepOutcome(value, stepped=False)
+            return StepOutcome(value)
         if not math.isfinite(value) and self.precision.scaler is None:
-            return StepOutcome(value, stepped=False)  # the epoch loop fails the run
+            return StepOutcome(value)  # the epoch loop fails the run
         norm = self._clip()
         stepped = self.precision.step(self.optimizers)
         if stepped and self.scheduler is not None:
             self.scheduler.step()
-        return StepOutcome(value, stepped=stepped, grad_norm=norm, skipped=not stepped)
+        return StepOutcome(value, grad_norm=norm, skipped=not stepped)
 
     def _clip(self) -> float:
         """Unscale the gradients, measure their total norm, then clip them as configured;
