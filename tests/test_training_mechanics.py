@@ -210,6 +210,8 @@ def test_a_non_finite_loss_fails_a_run_without_a_scaler(tmp_path):
         ({"gradient_clip_norm": 0}, "gradient_clip_norm"),
         ({"gradient_clip_value": -1.0}, "gradient_clip_value"),
         ({"gradient_clip_norm": 1.0, "gradient_clip_value": 1.0}, "choose one"),
+        ({"layer_wise_lr_decay": 0}, "layer_wise_lr_decay"),
+        ({"layer_wise_lr_decay": 1.5}, "layer_wise_lr_decay"),
         ({"precision": "fp8"}, "precision"),
         ({"precision": 16}, "16-mixed"),
         ({"precision": "16-mixed", "device": "cpu"}, "needs a CUDA device"),

@@ -285,6 +285,12 @@ def test_bad_last_k_epochs():
             TrainingCheckpoint(last_k_epochs=value)
 
 
+def test_bad_every_n_steps():
+    for value in (0, -3, 2.5, "10", True):
+        with pytest.raises(ConfigError, match="every_n_steps must be a positive integer"):
+            TrainingCheckpoint(every_n_steps=value)
+
+
 def test_cli_resume_of_a_config_file_run(tmp_path, capsys):
     config = tmp_path / "fit.yml"
     config.write_text(
