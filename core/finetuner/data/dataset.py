@@ -42,6 +42,7 @@ KINDS = {
     "pairs": "text-image pairs (a text column and an image column)",
     "scored": "pairs with a similarity score (a, b, score)",
     "triplets": "query, positive, negative and the teacher's margin",
+    "retrieval": "queries with a relevant document each (query, positive, and optional negatives)",
 }
 
 

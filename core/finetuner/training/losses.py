@@ -16,6 +16,7 @@ from ..errors import ConfigError, close_matches_hint
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
+    "IN_BATCH_NEGATIVE_LOSSES",
     "PAIR_LOSSES",
     "CLIPLoss",
     "CosineSimilarityLoss",
@@ -24,6 +25,7 @@ __all__ = [
     "build_miner",
     "loss_names",
     "miner_names",
+    "uses_in_batch_negatives",
     "validate_loss_name",
     "validate_miner_name",
 ]
@@ -96,6 +98,27 @@ class MarginMSELoss(nn.Module):
     ) -> torch.Tensor:
         student = (query * positive).sum(-1) - (query * negative).sum(-1)
         return nn.functional.mse_loss(student, margins)
+
+
+IN_BATCH_NEGATIVE_LOSSES = frozenset(
+    {
+        "MultipleNegativesRankingLoss",
+        "CachedMultipleNegativesRankingLoss",
+        "CLIPLoss",
+        "CachedCLIPLoss",
+    }
+)
+"""Losses that score each query against every document of its batch (in-batch negatives):
+they train on ``'pairs'`` and ``'retrieval'`` data, with duplicate-free batches by default."""
+
+
+def uses_in_batch_negatives(name: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether loss *name* (with *options*: ``MatryoshkaLoss`` wraps ``options['loss']``)
+    scores queries against in-batch negatives."""
+    if name == "MatryoshkaLoss":
+        inner = (options or {}).get("loss", "MultipleNegativesRankingLoss")
+        return inner in IN_BATCH_NEGATIVE_LOSSES
+    return name in IN_BATCH_NEGATIVE_LOSSES
 
 
 PAIR_LOSSES: dict[str, type[nn.Module]] = {
