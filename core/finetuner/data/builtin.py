@@ -1,7 +1,8 @@
 """Built-in data sets, usable by name wherever data is accepted.
 
 ``digits-train`` and ``digits-eval`` split scikit-learn's bundled handwritten digits (8x8
-images, 10 classes, 1,797 items, no download) 80/20, stratified, always the same way.
+images, 10 classes, 1,797 items, no download) 80/20, stratified, always the same way. The
+``products-*`` sets are a text retrieval task (:mod:`finetuner.data.builtin_text`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .builtin_text import TEXT_DATASETS, load_text_builtin
 from .dataset import Dataset
 
 __all__ = ["BUILTIN_DATASETS", "load_builtin"]
@@ -18,6 +20,7 @@ __all__ = ["BUILTIN_DATASETS", "load_builtin"]
 BUILTIN_DATASETS = {
     "digits-train": "scikit-learn digits, 80% split (1,437 items, 8x8 pixels as 64 values in [0, 1])",
     "digits-eval": "scikit-learn digits, the other 20% (360 items)",
+    **TEXT_DATASETS,
 }
 
 
@@ -41,6 +44,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def load_builtin(name: str) -> Dataset:
     """The built-in data set *name*, one of :data:`BUILTIN_DATASETS`."""
+    if name in TEXT_DATASETS:
+        return load_text_builtin(name)
     x_train, y_train, x_eval, y_eval = _digits()
     x, y = (x_train, y_train) if name == "digits-train" else (x_eval, y_eval)
     prefix = "train" if name == "digits-train" else "eval"
