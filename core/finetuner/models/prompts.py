@@ -98,7 +98,8 @@ def column_roles(kind: str, modalities: Sequence[str]) -> list[str | None]:
     query first and documents after it; text-image pairs have text queries; other kinds
     (labeled items, scored pairs, triplets) get no prompt."""
     if kind == "retrieval":
-        return ["query"] + ["document"] * (len(modalities) - 1)
+        roles: list[str | None] = ["query"]
+        return roles + ["document"] * (len(modalities) - 1)
     if kind == "pairs":
         return ["query" if m == "text" else "document" for m in modalities]
     return [None] * len(modalities)

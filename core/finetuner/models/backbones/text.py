@@ -234,7 +234,6 @@ def _resolve(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
     resolved["max_length"] = max_length
     resolved["output_dim"] = check_output_dim(options.get("output_dim"))
     resolved["freeze"] = bool(options.get("freeze", False))
-    resolved.update(resolve_prompts(options))
     if "lora" in options:
         if resolved["freeze"]:
             raise ConfigError(
@@ -242,7 +241,7 @@ def _resolve(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 "transformer and trains its adapters and any output_dim head); drop freeze."
             )
         resolved["lora"] = resolve_lora(options["lora"], model_type=hf_config["model_type"])
-    return resolved
+    return {**resolved, **resolve_prompts(options)}
 
 
 def _build(options: Mapping[str, Any]) -> nn.Module:
