@@ -163,14 +163,25 @@ class TrainingContext:
         return next(iter(self.models.values()))
 
     def encode(
-        self, data: Any, *, model: str | None = None, batch_size: int = 32, num_workers: int = 0
+        self,
+        data: Any,
+        *,
+        model: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        prompt: str | None = None,
     ) -> np.ndarray:
         """Encode *data* (any form ``fit`` accepts, or a :class:`~finetuner.data.Dataset`)
         with the current weights, in eval mode and without gradients, and return a
-        ``(n, dim)`` float32 numpy array. *model* picks a tower by name."""
+        ``(n, dim)`` float32 numpy array. *model* picks a tower by name; *prompt*
+        (``'query'`` or ``'document'``) puts the model's ``query_prompt`` or
+        ``document_prompt`` before each text, if it has one (``None``: no prompt)."""
         if self._encode is None:  # pragma: no cover - set by the trainer
             raise RuntimeError("encode is not available outside a fit")
-        return self._encode(data, model=model, batch_size=batch_size, num_workers=num_workers)
+        options: dict[str, Any] = {"model": model, "batch_size": batch_size}
+        if prompt is not None:  # a trainer's _encode without prompts still takes the call
+            options["prompt"] = prompt
+        return self._encode(data, num_workers=num_workers, **options)
 
     def load_data(self, data: Any, *, name: str = "data") -> Any:
         """Convert *data* (any form ``fit`` accepts) into a :class:`~finetuner.data.Dataset`,

@@ -13,16 +13,56 @@ from ..encoding import encode_items, resolve_device
 from ..errors import ConfigError, DataError
 from .artifact import load_model_records, rebuild_module
 from .onnx import OnnxModule
+from .prompts import check_prompt_role, with_prompt
 from .registry import get_spec
 from .spec import Preprocessor
 
-__all__ = ["EmbeddingModel", "build_model", "cos_sim", "encode", "get_model"]
+__all__ = [
+    "EmbeddingModel",
+    "build_model",
+    "check_truncate_dim",
+    "cos_sim",
+    "encode",
+    "get_model",
+    "truncate_embeddings",
+]
+
+
+def check_truncate_dim(truncate_dim: Any, size: int | None) -> int | None:
+    """*truncate_dim* checked: ``None``, or an integer from 1 to the embedding *size* (when
+    known)."""
+    if truncate_dim is None:
+        return None
+    known = f" of the model's embedding size {size}" if size else ""
+    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1:
+        raise ConfigError(
+            f"truncate_dim must be a positive integer (the number of leading components to "
+            f"keep){known}, not {truncate_dim!r}."
+        )
+    if size is not None and truncate_dim > size:
+        raise ConfigError(
+            f"truncate_dim={truncate_dim} is larger than the model's embedding size {size}; "
+            f"give a truncate_dim from 1 to {size}, or None for the full vectors."
+        )
+    return truncate_dim
+
+
+def truncate_embeddings(embeddings: np.ndarray, truncate_dim: int) -> np.ndarray:
+    """The first *truncate_dim* components of each row of *embeddings*, scaled back to unit
+    L2 norm (Matryoshka truncation); float32."""
+    check_truncate_dim(truncate_dim, int(embeddings.shape[1]) if embeddings.size else None)
+    head = np.asarray(embeddings[:, :truncate_dim], dtype=np.float32)
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    return (head / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
 class EmbeddingModel:
     """A model ready for inference: the module, its preprocessor (tokenizer, image resizing,
     or none for tensors), its name and metadata, a device and a default batch size.
-    ``finetuner.encode(model, data)`` or ``model.encode(data)`` embed data."""
+    ``finetuner.encode(model, data)`` or ``model.encode(data)`` embed data.
+
+    *truncate_dim* makes every encoding keep the first that many components, renormalised to
+    unit length (for Matryoshka-trained models); ``None`` keeps the full vectors."""
 
     def __init__(
         self,
@@ -33,6 +73,7 @@ class EmbeddingModel:
         batch_size: int = 32,
         device: str | torch.device | None = None,
         preprocessor: Any = None,
+        truncate_dim: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
@@ -42,6 +83,19 @@ class EmbeddingModel:
         self.metadata = dict(metadata or {})
         self.batch_size = batch_size
         self.preprocessor = preprocessor if preprocessor is not None else Preprocessor()
+        self.truncate_dim = check_truncate_dim(truncate_dim, self.embedding_size)
+
+    @property
+    def embedding_size(self) -> int | None:
+        """The size of the full vectors, when the metadata records it (artifacts do)."""
+        size = self.metadata.get("output_dim")
+        return int(size) if size else None
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's ``query_prompt`` and ``document_prompt`` options, where it has them."""
+        options = self.metadata.get("options") or {}
+        return {k: v for k, v in options.items() if k.endswith("_prompt") and v}
 
     @property
     def modality(self) -> str:
@@ -49,8 +103,23 @@ class EmbeddingModel:
             self.metadata.get("modality") or getattr(self.preprocessor, "modality", "tensor")
         )
 
-    def encode(self, data: Any, batch_size: int | None = None, precision: str = "32") -> Any:
-        return encode(self, data, batch_size=batch_size or self.batch_size, precision=precision)
+    def encode(
+        self,
+        data: Any,
+        batch_size: int | None = None,
+        precision: str = "32",
+        *,
+        truncate_dim: int | None = None,
+        prompt: str | None = None,
+    ) -> Any:
+        return encode(
+            self,
+            data,
+            batch_size=batch_size or self.batch_size,
+            precision=precision,
+            truncate_dim=truncate_dim,
+            prompt=prompt,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -80,6 +149,7 @@ def get_model(
     model: torch.nn.Module | None = None,
     is_onnx: bool = False,
     merge_lora: bool = False,
+    truncate_dim: int | None = None,
 ) -> EmbeddingModel:
     """Load a model from an artifact folder or zip (``run.artifact_path``, ``run.save_artifact()``).
 
@@ -91,6 +161,10 @@ def get_model(
 
     A model trained with LoRA comes back with its adapters (peft layers); *merge_lora* folds
     them into the base weights and returns a plain module computing the same embeddings.
+
+    *truncate_dim* makes the model keep the first that many components of each vector,
+    renormalised to unit length (see :func:`encode`). The model's prompt options
+    (``query_prompt``, ``document_prompt``) come back with it.
     """
     records, _ = load_model_records(artifact)
     chosen = _choose([r.name for r in records], select_model, "the artifact")
@@ -120,6 +194,7 @@ def get_model(
         batch_size=batch_size,
         device=device,
         preprocessor=preprocessor,
+        truncate_dim=truncate_dim,
     )
 
 
@@ -168,6 +243,9 @@ def encode(
     data: Any,
     batch_size: int = 32,
     precision: str = "32",
+    *,
+    truncate_dim: int | None = None,
+    prompt: str | None = None,
 ) -> Any:
     """Embed *data* with *model*.
 
@@ -176,11 +254,24 @@ def encode(
     float32 numpy array. *precision* ``'bf16'`` (CPU or CUDA) or ``'16-mixed'`` (CUDA)
     autocasts the forward pass, which is faster where the hardware has it; the vectors differ
     from float32 ones in their low bits and are returned as float32.
+
+    *truncate_dim* keeps the first that many components of each vector and scales them back
+    to unit L2 norm (default: the model's own ``truncate_dim``, else the full vectors).
+    *prompt* ``'query'`` or ``'document'`` puts the model's ``query_prompt`` or
+    ``document_prompt`` option before each text (nothing when the model has none); ``None``
+    encodes the texts as they are.
     """
+    check_prompt_role(prompt)
+    options: dict[str, Any] = {}
     if isinstance(model, EmbeddingModel):
         module, preprocessor, modality = model.module, model.preprocessor, model.modality
+        options = model.metadata.get("options") or {}
+        if truncate_dim is None:
+            truncate_dim = model.truncate_dim
+        check_truncate_dim(truncate_dim, model.embedding_size)
     elif isinstance(model, torch.nn.Module):
         module, preprocessor, modality = model, Preprocessor(), "tensor"
+        check_truncate_dim(truncate_dim, None)
     else:
         raise ConfigError(
             f"encode needs a model from get_model/build_model or a torch.nn.Module, got {type(model).__name__}."
@@ -188,10 +279,18 @@ def encode(
     values, docs = encodable_values(data, modality)
     total = int(values.shape[0]) if isinstance(values, torch.Tensor) else len(values)
     embeddings = (
-        encode_items(module, preprocessor, values, batch_size=batch_size, precision=precision)
+        encode_items(
+            module,
+            with_prompt(preprocessor, options, prompt),
+            values,
+            batch_size=batch_size,
+            precision=precision,
+        )
         if total
         else np.zeros((0, 0), np.float32)
     )
+    if truncate_dim is not None and total:
+        embeddings = truncate_embeddings(embeddings, truncate_dim)
     if docs is None:
         return embeddings
     for doc, vector in zip(docs, embeddings):

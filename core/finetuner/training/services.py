@@ -11,6 +11,7 @@ import numpy as np
 from ..data import TENSOR, Dataset, encodable_values, load_dataset
 from ..encoding import encode_items
 from ..errors import ConfigError
+from ..models.prompts import with_prompt
 from ..runs.writer import RunWriter
 from .model_setup import MODEL_NAME
 from .setup import FitSetup
@@ -29,7 +30,13 @@ class FitServices:
         return load_dataset(data, name=name, csv_options=self.setup.config.csv_options)
 
     def encode(
-        self, data: Any, *, model: str | None, batch_size: int, num_workers: int
+        self,
+        data: Any,
+        *,
+        model: str | None,
+        batch_size: int,
+        num_workers: int,
+        prompt: str | None = None,
     ) -> np.ndarray:
         models = self.setup.models
         name = model or MODEL_NAME
@@ -45,7 +52,7 @@ class FitServices:
             values = dataset.column(modality if modality != TENSOR else None).columns[0].values
         return encode_items(
             models.modules[name],
-            models.preprocessors[name],
+            with_prompt(models.preprocessors[name], models.metadata[name].get("options"), prompt),
             values,
             batch_size=batch_size,
             device=self.setup.device,

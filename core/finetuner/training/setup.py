@@ -23,6 +23,7 @@ from ..encoding import check_precision, resolve_device
 from ..errors import ConfigError
 from ..models import get_spec
 from ..models.onnx import require_onnx
+from ..models.prompts import column_roles, with_prompt
 from .data_setup import load_fit_data
 from .losses import validate_loss_name, validate_miner_name
 from .model_setup import MODEL_NAME, ModelSet, build_models, check_forward, plan_models
@@ -149,6 +150,18 @@ def check_callbacks(callbacks: Sequence[Any]) -> list[Any]:
     return list(callbacks)
 
 
+def _collate(models: ModelSet, routes: list[str], train: Dataset) -> Collate:
+    """The preprocessor of each column's model, with the model's query or document prompt
+    where the column plays that role (:func:`~finetuner.models.prompts.column_roles`)."""
+    roles = column_roles(train.kind, train.modalities)
+    return Collate(
+        [
+            with_prompt(models.preprocessors[name], models.metadata[name].get("options"), role)
+            for name, role in zip(routes, roles)
+        ]
+    )
+
+
 def build_setup(config: FitConfig, *, seed: int) -> FitSetup:
     """Build everything *config* trains with; the models' initial weights come from *seed*."""
     with seeded(seed):
@@ -188,7 +201,7 @@ def _build(config: FitConfig, seed: int) -> FitSetup:
         eval_data=evaluation,
         models=models,
         routes=routes,
-        collate=Collate([models.preprocessors[name] for name in routes]),
+        collate=_collate(models, routes, train),
         loss=loss,
         miner=miner,
         optimizer=optimizer,

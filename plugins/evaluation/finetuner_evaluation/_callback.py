@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from finetuner.callback import Callback
@@ -64,6 +64,13 @@ class EvaluationCallback(Callback):
     :param search: ``exact``, ``annoy`` (approximate) or ``auto``.
     :param n_trees: annoy's number of trees; ``search_k``: annoy's search budget.
     :param seed: seed of the query and example sampling.
+    :param truncate_dims: also compute every metric on the vectors cut to each of these
+        sizes (their first components, renormalised: Matryoshka truncation), published as
+        ``{caption}_{metric}_dim{d}`` beside the full-size keys.
+
+    Queries are encoded with the model's ``query_prompt`` and index documents with its
+    ``document_prompt`` (text models with those options); searching the queries among
+    themselves uses the query prompt.
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class EvaluationCallback(Callback):
         n_trees: int = DEFAULT_N_TREES,
         search_k: int | None = None,
         seed: int = 0,
+        truncate_dims: Sequence[int] | None = None,
     ) -> None:
         owner = "EvaluationCallback"
         if query_data is None:
@@ -129,6 +137,7 @@ class EvaluationCallback(Callback):
         self.n_trees = n_trees
         self.search_k = search_k
         self.seed = seed
+        self.truncate_dims = _check_dims(owner, truncate_dims)
         self._prefix: str | None = None
         self._queries: Any = None
         self._index: Any = None
@@ -137,6 +146,7 @@ class EvaluationCallback(Callback):
 
     def options(self) -> dict[str, Any]:
         options = super().options()
+        options["truncate_dims"] = list(self.truncate_dims) or None
         for name in ("query_data", "index_data"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
@@ -189,7 +199,11 @@ class EvaluationCallback(Callback):
 
     def provided_metrics(self, ctx: Any) -> list[str]:
         assert self._prefix is not None
-        return [f"{self._prefix}_{name}" for name in METRIC_NAMES]
+        return [
+            f"{self._prefix}_{name}{suffix}"
+            for suffix in ["", *(f"_dim{d}" for d in self.truncate_dims)]
+            for name in METRIC_NAMES
+        ]
 
     # --- producing ---------------------------------------------------------------------------
 
@@ -199,34 +213,11 @@ class EvaluationCallback(Callback):
 
     def finetuner_evaluate(self, ctx: Any, event: Any) -> dict[str, float]:
         # Here, not at the top: it imports torch, and listing plugins imports this module.
-        from finetuner_evaluation._evaluate import evaluate_embeddings
+        from finetuner_evaluation._evaluate import truncate_vectors
 
         queries, index = self._queries, self._index
-        query_tower = self.model
-        index_tower = self.index_model or self.model
-        q = ctx.encode(queries, model=query_tower, batch_size=self.batch_size)
-        if index is None and index_tower == query_tower:
-            i, index_labels, index_ids = None, None, None
-        else:
-            source = index if index is not None else queries
-            i = ctx.encode(source, model=index_tower, batch_size=self.batch_size)
-            index_labels = _raw_labels(source)
-            index_ids = source.ids
-        result = evaluate_embeddings(
-            q,
-            _raw_labels(queries),
-            i,
-            index_labels,
-            limit=self.limit,
-            distance=self.distance,
-            exclude_self=self.exclude_self,
-            search=self.search,
-            query_ids=queries.ids if i is not None else None,
-            index_ids=index_ids,
-            n_trees=self.n_trees,
-            search_k=self.search_k,
-            return_details=True,
-        )
+        q, i, source = self._encode(ctx)
+        result = self._score(q, i, source)
         self.last_result = result
         if result.num_queries_skipped:
             ctx.record_skipped(self._prefix, result.num_queries_skipped)
@@ -240,7 +231,54 @@ class EvaluationCallback(Callback):
             )
         if self.gather_examples and event.stage in ("before", "after"):
             ctx.record_examples(event.stage, self._examples(result, queries, index))
-        return {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
+        metrics = {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
+        for dim in self.truncate_dims:
+            if dim > q.shape[1]:
+                raise ConfigError(
+                    f"EvaluationCallback: truncate_dims holds {dim}, larger than the model's "
+                    f"embedding size {q.shape[1]}; give sizes from 1 to {q.shape[1]}."
+                )
+            cut = self._score(
+                truncate_vectors(q, dim), None if i is None else truncate_vectors(i, dim), source
+            )
+            metrics.update(
+                {f"{self._prefix}_{name}_dim{dim}": float(v) for name, v in cut.metrics.items()}
+            )
+        return metrics
+
+    def _encode(self, ctx: Any) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        """The query vectors, the index vectors (``None``: the queries are the index) and the
+        data set the index vectors encode."""
+        queries, index = self._queries, self._index
+        query_tower = self.model
+        index_tower = self.index_model or self.model
+        q = ctx.encode(queries, model=query_tower, batch_size=self.batch_size, prompt="query")
+        if index is None and index_tower == query_tower:
+            return q, None, None
+        source = index if index is not None else queries
+        i = ctx.encode(source, model=index_tower, batch_size=self.batch_size, prompt="document")
+        return q, i, source
+
+    def _score(self, q: np.ndarray, i: np.ndarray | None, source: Any) -> Any:
+        # Here, not at the top: it imports torch, and listing plugins imports this module.
+        from finetuner_evaluation._evaluate import evaluate_embeddings
+
+        queries = self._queries
+        return evaluate_embeddings(
+            q,
+            _raw_labels(queries),
+            i,
+            _raw_labels(source) if i is not None else None,
+            limit=self.limit,
+            distance=self.distance,
+            exclude_self=self.exclude_self,
+            search=self.search,
+            query_ids=queries.ids if i is not None else None,
+            index_ids=source.ids if i is not None else None,
+            n_trees=self.n_trees,
+            search_k=self.search_k,
+            return_details=True,
+        )
 
     def _examples(self, result: Any, queries: Any, index: Any) -> Mapping[str, list[str]]:
         assert self._example_rows is not None
@@ -250,6 +288,19 @@ class EvaluationCallback(Callback):
             matches = [source.describe(int(j)) for j in result.indices[row] if j >= 0]
             examples[queries.describe(int(row))] = matches
         return examples
+
+
+def _check_dims(owner: str, dims: Any) -> list[int]:
+    """``truncate_dims`` as a list of distinct positive integers (``None``: none)."""
+    if dims is None:
+        return []
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
+        raise ConfigError(f"{owner}: truncate_dims must be a list of sizes, not {dims!r}.")
+    for dim in dims:
+        _positive_int(owner, "each of truncate_dims", dim)
+    if len(set(dims)) != len(dims):
+        raise ConfigError(f"{owner}: truncate_dims {list(dims)} repeats a size.")
+    return [int(d) for d in dims]
 
 
 def _modality(ctx: Any, tower: str) -> str | None:

@@ -51,6 +51,13 @@ def finetuner_add_commands(subparsers: Any) -> None:
         default="32",
         help="encode in float32 (default), bfloat16 (CPU or GPU) or float16 (CUDA)",
     )
+    parser.add_argument(
+        "--truncate-dims",
+        type=_dims,
+        default=[],
+        help="also print the metrics at these sizes, comma-separated (e.g. 256,64): each "
+        "vector cut to its first components and renormalised",
+    )
     parser.add_argument("--no-exclude-self", action="store_true")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of a registry model's initial weights"
@@ -59,15 +66,26 @@ def finetuner_add_commands(subparsers: Any) -> None:
     parser.set_defaults(handler=_evaluate_command)
 
 
+def _dims(text: str) -> list[int]:
+    try:
+        dims = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--truncate-dims takes comma-separated positive integers, not {text!r}"
+        ) from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(
+            f"--truncate-dims takes comma-separated positive integers, not {text!r}"
+        )
+    return dims
+
+
 def _is_artifact(path: Path) -> bool:
     """An artifact folder or zip, as opposed to a registry name or a model folder."""
     return path.is_file() or (path / "models").is_dir()
 
 
 def _evaluate_command(args: argparse.Namespace) -> int:
-    # Here, not at the top: they import torch, which `finetuner evaluate --help` needs not.
-    from finetuner_evaluation._evaluate import evaluate_embeddings
-
     options = kit.CSVOptions(is_labeled=args.labeled)
     queries = kit.load_dataset(args.query_data, name="query_data", csv_options=options)
     index = (
@@ -99,20 +117,11 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     queries = queries.column(modality)
     index = index.column(modality) if index is not None else None
     encoding = {"batch_size": args.batch_size, "precision": args.precision}
-    q = finetuner.encode(model, queries, **encoding)
-    i = finetuner.encode(model, index, **encoding) if index is not None else None
-    metrics = evaluate_embeddings(
-        q,
-        [queries.classes[c] for c in queries.labels],
-        i,
-        [index.classes[c] for c in index.labels] if index is not None else None,
-        limit=args.limit,
-        distance=args.distance,
-        search=args.search,
-        exclude_self=not args.no_exclude_self,
-        query_ids=queries.ids if index is not None else None,
-        index_ids=index.ids if index is not None else None,
-    )
+    q = finetuner.encode(model, queries, prompt="query", **encoding)
+    i = finetuner.encode(model, index, prompt="document", **encoding) if index is not None else None
+    metrics = _metrics(args, q, queries, i, index)
+    for dim in args.truncate_dims:
+        metrics.update(_truncated_metrics(args, dim, q, queries, i, index))
     if args.json:
         print(json.dumps({"model": name, "metrics": metrics}, indent=2))
         return 0
@@ -121,3 +130,44 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     for key, value in metrics.items():
         print(f"  {key.ljust(width)}  {value:.5f}")
     return 0
+
+
+def _metrics(args: argparse.Namespace, q: Any, queries: Any, i: Any, index: Any) -> dict:
+    # Here, not at the top: it imports torch, which `finetuner evaluate --help` needs not.
+    from finetuner_evaluation._evaluate import evaluate_embeddings
+
+    return dict(
+        evaluate_embeddings(
+            q,
+            [queries.classes[c] for c in queries.labels],
+            i,
+            [index.classes[c] for c in index.labels] if index is not None else None,
+            limit=args.limit,
+            distance=args.distance,
+            search=args.search,
+            exclude_self=not args.no_exclude_self,
+            query_ids=queries.ids if index is not None else None,
+            index_ids=index.ids if index is not None else None,
+        )
+    )
+
+
+def _truncated_metrics(
+    args: argparse.Namespace, dim: int, q: Any, queries: Any, i: Any, index: Any
+) -> dict:
+    """The metrics of the vectors cut to their first *dim* components, keys ending ``_dim{dim}``."""
+    from finetuner_evaluation._evaluate import truncate_vectors
+
+    if dim > q.shape[1]:
+        raise ConfigError(
+            f"--truncate-dims holds {dim}, larger than the model's embedding size "
+            f"{q.shape[1]}; give sizes from 1 to {q.shape[1]}."
+        )
+    cut = _metrics(
+        args,
+        truncate_vectors(q, dim),
+        queries,
+        None if i is None else truncate_vectors(i, dim),
+        index,
+    )
+    return {f"{key}_dim{dim}": value for key, value in cut.items()}

