@@ -147,7 +147,7 @@ def fit(
     *,
     val_split: float = 0.0,
     model_options: Mapping[str, Any] | None = None,
-    loss: str = "TripletMarginLoss",
+    loss: str = "auto",
     loss_options: Mapping[str, Any] | None = None,
     miner: str | None = None,
     miner_options: Mapping[str, Any] | None = None,

@@ -82,10 +82,14 @@ class FitConfig(BaseModel):
         description="Options of a registry model, e.g. `{'hidden_sizes': [128, 64]}`.",
     )
     loss: str = Field(
-        "TripletMarginLoss",
-        description="A pytorch-metric-learning loss class name, or `CLIPLoss`, "
-        "`CosineSimilarityLoss`, `MarginMSELoss`; losses needing `num_classes` or "
-        "`embedding_size` get them filled in.",
+        "auto",
+        description="`'auto'` (by the training data: `TripletMarginLoss` for labeled items, "
+        "`MultipleNegativesRankingLoss` for retrieval data, `CLIPLoss` for text-image pairs, "
+        "`CosineSimilarityLoss` for scored pairs, `MarginMSELoss` for triplets), a "
+        "pytorch-metric-learning loss class name, or `CLIPLoss`, `CachedCLIPLoss`, "
+        "`MultipleNegativesRankingLoss`, `CachedMultipleNegativesRankingLoss`, "
+        "`CosineSimilarityLoss`, `MarginMSELoss`, `MatryoshkaLoss`; losses needing "
+        "`num_classes` or `embedding_size` get them filled in.",
         json_schema_extra=_MATCH,
     )
     loss_options: dict[str, Any] = Field(default_factory=dict, description="Arguments of the loss.")

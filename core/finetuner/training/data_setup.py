@@ -3,34 +3,58 @@ against the loss, before any model is built."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..config import FitConfig
 from ..data import KINDS, Dataset, align_classes, load_dataset, split_dataset
 from ..errors import DataError
-from .losses import PAIR_LOSSES
+from .losses import loss_data_kinds
 
-__all__ = ["check_loss_fits", "load_fit_data"]
+__all__ = ["AUTO_LOSSES", "check_loss_fits", "load_fit_data", "resolve_loss"]
+
+AUTO_LOSSES = {
+    "labeled": "TripletMarginLoss",
+    "pairs": "CLIPLoss",
+    "retrieval": "MultipleNegativesRankingLoss",
+    "scored": "CosineSimilarityLoss",
+    "triplets": "MarginMSELoss",
+}
+"""The loss ``loss='auto'`` (the default) trains with, by the kind of the training data."""
 
 _LOSS_HINTS = {
     "labeled": "use a pytorch-metric-learning loss such as TripletMarginLoss or ArcFaceLoss.",
     "pairs": "use loss='CLIPLoss' (or a pytorch-metric-learning loss).",
+    "retrieval": "use loss='MultipleNegativesRankingLoss' (or its cached form).",
     "scored": "use loss='CosineSimilarityLoss'.",
     "triplets": "use loss='MarginMSELoss'.",
 }
 
 
-def check_loss_fits(loss: str, data: Dataset) -> None:
-    """The loss must train on the form of the data: class losses on labeled items (or
-    text-image pairs), the pair losses on their own forms."""
-    wanted = getattr(PAIR_LOSSES.get(loss), "data_kind", None)
-    if wanted is not None and data.kind != wanted:
+def resolve_loss(loss: str, data: Dataset) -> str:
+    """*loss*, or for ``'auto'`` the loss of :data:`AUTO_LOSSES` for *data*'s kind."""
+    return AUTO_LOSSES[data.kind] if loss == "auto" else loss
+
+
+def check_loss_fits(loss: str, data: Dataset, options: Mapping[str, Any] | None = None) -> None:
+    """The loss must train on the form of the data: class losses on labeled items, text-image
+    pairs or retrieval pairs without negatives, the other losses on their own forms."""
+    wanted = loss_data_kinds(loss, options)
+    if wanted is not None and data.kind not in wanted:
         raise DataError(
-            f"{loss} trains on {KINDS[wanted]}, but train_data holds {KINDS[data.kind]}; "
-            f"{_LOSS_HINTS[data.kind]}"
+            f"{loss} trains on {' or '.join(KINDS[k] for k in wanted)}, but train_data holds "
+            f"{KINDS[data.kind]}; {_LOSS_HINTS[data.kind]}"
         )
     if wanted is None and data.kind in ("scored", "triplets"):
         raise DataError(
             f"{loss} learns from class labels, but train_data holds {KINDS[data.kind]}; "
             f"{_LOSS_HINTS[data.kind]}"
+        )
+    if wanted is None and data.kind == "retrieval" and len(data.columns) > 2:
+        raise DataError(
+            f"{loss} learns from class labels, but train_data holds retrieval data with "
+            f"{len(data.columns) - 2} negatives column(s), which labels do not cover; "
+            "use loss='MultipleNegativesRankingLoss'."
         )
 
 
@@ -48,9 +72,10 @@ def _check_same_form(train: Dataset, evaluation: Dataset) -> None:
         )
 
 
-def load_fit_data(config: FitConfig, seed: int) -> tuple[Dataset, Dataset | None]:
-    """``(train, validation)``: *config*'s data, with ``val_split`` held out (drawn with
-    *seed*) when there is no ``eval_data``, and validation labels coded like training's."""
+def load_fit_data(config: FitConfig, seed: int) -> tuple[FitConfig, Dataset, Dataset | None]:
+    """``(config, train, validation)``: *config* with ``loss='auto'`` resolved for the
+    training data, its data, with ``val_split`` held out (drawn with *seed*) when there is no
+    ``eval_data``, and validation labels coded like training's."""
     options = config.csv_options
     train = load_dataset(config.train_data, name="train_data", csv_options=options)
     evaluation = (
@@ -58,7 +83,9 @@ def load_fit_data(config: FitConfig, seed: int) -> tuple[Dataset, Dataset | None
         if config.eval_data is not None
         else None
     )
-    check_loss_fits(config.loss, train)
+    if config.loss == "auto":
+        config = config.model_copy(update={"loss": resolve_loss(config.loss, train)})
+    check_loss_fits(config.loss, train, config.loss_options)
     if evaluation is None and config.val_split > 0:
         train, evaluation = split_dataset(train, config.val_split, seed)
     if train.kind == "labeled" and train.num_classes < 2:
@@ -67,8 +94,8 @@ def load_fit_data(config: FitConfig, seed: int) -> tuple[Dataset, Dataset | None
             "telling classes apart and needs items of at least two classes."
         )
     if evaluation is None:
-        return train, None
+        return config, train, None
     _check_same_form(train, evaluation)
     if evaluation.labels is not None:
         evaluation = align_classes(evaluation, train)
-    return train, evaluation
+    return config, train, evaluation

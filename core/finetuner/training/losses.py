@@ -1,11 +1,12 @@
-"""Losses and miners by name: every pytorch-metric-learning loss and miner, plus the losses
-for text-image pairs (``CLIPLoss``), scored pairs (``CosineSimilarityLoss``) and triplets with
-a teacher's margin (``MarginMSELoss``)."""
+"""Losses and miners by name: every pytorch-metric-learning loss and miner, plus the
+in-batch-negative losses of text-image pairs and retrieval data (``CLIPLoss``,
+``MultipleNegativesRankingLoss`` and their cached forms, :mod:`.contrastive`), scored pairs
+(``CosineSimilarityLoss``), triplets with a teacher's margin (``MarginMSELoss``), and
+``MatryoshkaLoss``, which wraps any of them."""
 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,16 +14,28 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, close_matches_hint
+from .contrastive import (
+    CachedCLIPLoss,
+    CachedMultipleNegativesRankingLoss,
+    CLIPLoss,
+    MatryoshkaLoss,
+    MultipleNegativesRankingLoss,
+)
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
     "IN_BATCH_NEGATIVE_LOSSES",
     "PAIR_LOSSES",
     "CLIPLoss",
+    "CachedCLIPLoss",
+    "CachedMultipleNegativesRankingLoss",
     "CosineSimilarityLoss",
     "MarginMSELoss",
+    "MatryoshkaLoss",
+    "MultipleNegativesRankingLoss",
     "build_loss",
     "build_miner",
+    "loss_data_kinds",
     "loss_names",
     "miner_names",
     "uses_in_batch_negatives",
@@ -47,37 +60,10 @@ CLASSIFICATION_LOSSES = frozenset(
 )
 
 
-class CLIPLoss(nn.Module):
-    """Symmetric contrastive loss of text-image pairs: each text must pick its own image among
-    the batch's images, and each image its own text (cross-entropy both ways, averaged).
-    ``temperature`` is the initial softmax temperature; it is learnt (as CLIP's logit scale)
-    unless ``learn_temperature=False``."""
-
-    data_kind = "pairs"
-
-    def __init__(self, temperature: float = 0.07, learn_temperature: bool = True) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, not {temperature}")
-        scale = torch.tensor(math.log(1.0 / temperature))
-        self.logit_scale = nn.Parameter(scale, requires_grad=learn_temperature)
-
-    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        text = nn.functional.normalize(text, dim=-1)
-        image = nn.functional.normalize(image, dim=-1)
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        logits = scale * text @ image.T
-        target = torch.arange(len(text), device=text.device)
-        return 0.5 * (
-            nn.functional.cross_entropy(logits, target)
-            + nn.functional.cross_entropy(logits.T, target)
-        )
-
-
 class CosineSimilarityLoss(nn.Module):
     """Mean squared error between the cosine similarity of each pair and its score."""
 
-    data_kind = "scored"
+    data_kinds = ("scored",)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return nn.functional.mse_loss(nn.functional.cosine_similarity(a, b, dim=-1), scores)
@@ -87,7 +73,7 @@ class MarginMSELoss(nn.Module):
     """Mean squared error between the student's margin, ``q·p - q·n`` (dot products), and the
     teacher's margin of each triplet (knowledge distillation from a cross-encoder)."""
 
-    data_kind = "triplets"
+    data_kinds = ("triplets",)
 
     def forward(
         self,
@@ -116,17 +102,35 @@ def uses_in_batch_negatives(name: str, options: Mapping[str, Any] | None = None)
     """Whether loss *name* (with *options*: ``MatryoshkaLoss`` wraps ``options['loss']``)
     scores queries against in-batch negatives."""
     if name == "MatryoshkaLoss":
-        inner = (options or {}).get("loss", "MultipleNegativesRankingLoss")
+        inner = (options or {}).get("loss", _DEFAULT_INNER)
         return inner in IN_BATCH_NEGATIVE_LOSSES
     return name in IN_BATCH_NEGATIVE_LOSSES
 
 
 PAIR_LOSSES: dict[str, type[nn.Module]] = {
     "CLIPLoss": CLIPLoss,
+    "CachedCLIPLoss": CachedCLIPLoss,
+    "MultipleNegativesRankingLoss": MultipleNegativesRankingLoss,
+    "CachedMultipleNegativesRankingLoss": CachedMultipleNegativesRankingLoss,
     "CosineSimilarityLoss": CosineSimilarityLoss,
     "MarginMSELoss": MarginMSELoss,
 }
-"""finetuner's own losses, by name; each names the data kind it trains on (``data_kind``)."""
+"""finetuner's own losses, by name; each names the data kinds it trains on (``data_kinds``)."""
+
+WRAPPER_LOSSES: dict[str, type[nn.Module]] = {"MatryoshkaLoss": MatryoshkaLoss}
+"""Losses that wrap another loss, named by their ``loss`` option."""
+
+_DEFAULT_INNER = "MultipleNegativesRankingLoss"
+
+
+def loss_data_kinds(name: str, options: Mapping[str, Any] | None = None) -> tuple[str, ...] | None:
+    """The data kinds loss *name* trains on; ``None`` for the label losses of
+    pytorch-metric-learning (labeled items, text-image pairs and two-column retrieval data)."""
+    if name in WRAPPER_LOSSES:
+        inner = (options or {}).get("loss", _DEFAULT_INNER)
+        return loss_data_kinds(inner, options) if inner not in WRAPPER_LOSSES else None
+    cls = PAIR_LOSSES.get(name)
+    return None if cls is None else tuple(cls.data_kinds)  # type: ignore[attr-defined]
 
 
 def _classes(module: Any, base: type) -> dict[str, type]:
@@ -144,7 +148,7 @@ def loss_names() -> list[str]:
     from pytorch_metric_learning import losses
     from pytorch_metric_learning.losses import BaseMetricLossFunction
 
-    return sorted({*_classes(losses, BaseMetricLossFunction), *PAIR_LOSSES})
+    return sorted({*_classes(losses, BaseMetricLossFunction), *PAIR_LOSSES, *WRAPPER_LOSSES})
 
 
 def miner_names() -> list[str]:
@@ -205,6 +209,8 @@ def build_loss(
     """Instantiate a pytorch-metric-learning loss; ``num_classes`` and ``embedding_size`` are
     filled in for losses that need them, unless given in *options*."""
     validate_loss_name(name)
+    if name in WRAPPER_LOSSES:
+        return _build_matryoshka(options, num_classes=num_classes, embedding_size=embedding_size)
     if name in PAIR_LOSSES:
         return _instantiate(PAIR_LOSSES[name], options, "loss", {})
     from pytorch_metric_learning import losses
@@ -213,6 +219,46 @@ def build_loss(
     if embedding_size is not None:
         auto["embedding_size"] = embedding_size
     return _instantiate(getattr(losses, name), options, "loss", auto)
+
+
+def _build_matryoshka(
+    options: Mapping[str, Any], *, num_classes: int, embedding_size: int | None
+) -> nn.Module:
+    """``MatryoshkaLoss``: its own options (``loss``, ``dims``, ``weights``) are taken out, the
+    rest go to the wrapped loss."""
+    inner_options = dict(options)
+    inner = inner_options.pop("loss", _DEFAULT_INNER)
+    dims = inner_options.pop("dims", None)
+    weights = inner_options.pop("weights", None)
+    if not isinstance(inner, str) or inner in WRAPPER_LOSSES:
+        raise ConfigError(
+            f"loss_options: MatryoshkaLoss wraps a loss named by 'loss' (not {inner!r}), "
+            "e.g. {'loss': 'MultipleNegativesRankingLoss', 'dims': [64, 128]}."
+        )
+    if not isinstance(dims, (list, tuple)) or not dims:
+        raise ConfigError(
+            "loss_options: MatryoshkaLoss needs 'dims', the embedding sizes to train, "
+            f"e.g. {{'dims': [32, 64, 128]}}; got {dims!r}."
+        )
+    too_large = [d for d in dims if isinstance(d, int) and embedding_size and d > embedding_size]
+    if too_large:
+        raise ConfigError(
+            f"loss_options: MatryoshkaLoss dims {too_large} exceed the model's embedding size "
+            f"{embedding_size}; use dims of at most {embedding_size}."
+        )
+    if inner in CLASSIFICATION_LOSSES:
+        raise ConfigError(
+            f"loss_options: MatryoshkaLoss cannot wrap {inner}, whose class weights have the "
+            "full embedding size; wrap a loss without weights of its own, such as "
+            "MultipleNegativesRankingLoss or TripletMarginLoss."
+        )
+    wrapped = build_loss(
+        inner, inner_options, num_classes=num_classes, embedding_size=embedding_size
+    )
+    try:
+        return MatryoshkaLoss(wrapped, dims, weights)
+    except ValueError as exc:
+        raise ConfigError(f"loss_options for MatryoshkaLoss are invalid: {exc}") from exc
 
 
 def build_miner(name: str, options: Mapping[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import FitConfig
 from ..data import KINDS
 from ..errors import ConfigError
-from .losses import PAIR_LOSSES, build_loss, build_miner
+from .losses import build_loss, build_miner, loss_data_kinds
 from .optim import build_optimizer, build_scheduler
 
 __all__ = [
@@ -34,11 +34,11 @@ def build_loss_and_miner(
         num_classes=max(num_classes, 1),
         embedding_size=embedding_size,
     ).to(device)
-    if config.miner and config.loss in PAIR_LOSSES:
-        data_kind = PAIR_LOSSES[config.loss].data_kind  # type: ignore[attr-defined]
+    data_kinds = loss_data_kinds(config.loss, config.loss_options)
+    if config.miner and data_kinds is not None:
         raise ConfigError(
             f"miner={config.miner!r} mines label-based tuples, but {config.loss} trains on "
-            f"{KINDS[data_kind]}; drop the miner."
+            f"{' or '.join(KINDS[k] for k in data_kinds)}; drop the miner."
         )
     miner = build_miner(config.miner, config.miner_options) if config.miner else None
     return loss, miner

@@ -115,7 +115,8 @@ class FitSetup:
 
 
 def _check_names(config: FitConfig) -> None:
-    validate_loss_name(config.loss)
+    if config.loss != "auto":  # resolved once the training data is loaded
+        validate_loss_name(config.loss)
     if config.miner:
         validate_miner_name(config.miner)
     validate_optimizer_name(config.optimizer)
@@ -172,7 +173,7 @@ def _build(config: FitConfig, seed: int) -> FitSetup:
     device = resolve_device(config.device)
     check_precision(config.precision, device)
     _check_names(config)
-    train, evaluation = load_fit_data(config, seed)
+    config, train, evaluation = load_fit_data(config, seed)  # the config with its loss resolved
     plan = plan_models(config)
     routes = plan.route_columns(train)
     if evaluation is not None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data import Batch
 from ..encoding import to_device
-from .losses import PAIR_LOSSES
+from .gradcache import cached_backward
+from .losses import uses_in_batch_negatives
 from .precision import StepPrecision
 from .setup import FitSetup
 
@@ -50,8 +52,9 @@ class TrainingStep:
         if setup.loss_optimizer is not None:
             self.optimizers.append(setup.loss_optimizer)
         self.scheduler = setup.scheduler if setup.scheduler_step == "batch" else None
-        self._clip_loss = isinstance(self.loss_fn, PAIR_LOSSES["CLIPLoss"])
         config = setup.config
+        self.in_batch = uses_in_batch_negatives(config.loss, config.loss_options)
+        self.mini_batch_size: int | None = getattr(self.loss_fn, "mini_batch_size", None)
         self.precision = StepPrecision(config.precision, setup.device)
         self.clip_norm, self.clip_value = config.gradient_clip_norm, config.gradient_clip_value
         self.parameters = [
@@ -59,14 +62,15 @@ class TrainingStep:
         ]
 
     def embed(self, batch: Batch) -> list[torch.Tensor]:
-        """Each column of *batch* embedded by its model, in the step's precision; the
-        embeddings are float32, so the loss is computed in float32."""
+        """Each column of *batch* embedded by its model, in the step's precision; float16 and
+        bfloat16 embeddings are upcast to float32, so the loss is computed in float32 (or the
+        model's float64)."""
+        return [self._forward(name, items) for name, items in zip(self.routes, batch.items)]
+
+    def _forward(self, name: str, items: Any) -> torch.Tensor:
         with self.precision.autocast():
-            out = [
-                self.models[name](to_device(items, self.device))
-                for name, items in zip(self.routes, batch.items)
-            ]
-        return [e.float() for e in out]
+            out = self.models[name](to_device(items, self.device))
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The loss of *batch*, in the form its data needs (also used for validation)."""
@@ -74,7 +78,7 @@ class TrainingStep:
         if self.data_kind in ("scored", "triplets"):
             assert batch.scores is not None
             return self.loss_fn(*embeddings, batch.scores.to(self.device))
-        if self._clip_loss:
+        if self.in_batch:  # one embedding tensor per column: query, positive, negatives
             return self.loss_fn(*embeddings)
         assert batch.labels is not None
         labels = batch.labels.to(self.device)
@@ -93,9 +97,7 @@ class TrainingStep:
         if position == 0:
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(batch)
-        self.precision.backward(loss / group if group > 1 else loss)
-        value = float(loss.item())
+        value = self._backward(batch, group)
         if position < group - 1:
             return StepOutcome(value)
         if not math.isfinite(value) and self.precision.scaler is None:
@@ -105,6 +107,28 @@ class TrainingStep:
         if stepped and self.scheduler is not None:
             self.scheduler.step()
         return StepOutcome(value, grad_norm=norm, skipped=not stepped)
+
+    def _backward(self, batch: Batch, group: int) -> float:
+        """Back-propagate the loss of *batch* (divided by *group*); returns the loss. A cached
+        loss (one with a ``mini_batch_size``) back-propagates with GradCache."""
+
+        def backward(loss: torch.Tensor) -> None:
+            self.precision.backward(loss / group if group > 1 else loss)
+
+        if self.mini_batch_size is not None and self.in_batch:
+            loss = cached_backward(
+                self._forward,
+                self.routes,
+                batch.items,
+                loss_fn=self.loss_fn,
+                mini_batch_size=self.mini_batch_size,
+                backward=backward,
+                device=self.device,
+            )
+        else:
+            loss = self.loss(batch)
+            backward(loss)
+        return float(loss.item())
 
     def _clip(self) -> float:
         """Unscale the gradients, measure their total norm, then clip them as configured;
