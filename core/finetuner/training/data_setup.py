@@ -35,6 +35,14 @@ def check_loss_fits(loss: str, data: Dataset) -> None:
 
 
 def _check_same_form(train: Dataset, evaluation: Dataset) -> None:
+    if train.kind == evaluation.kind == "retrieval" and len(train.columns) != len(
+        evaluation.columns
+    ):
+        raise DataError(
+            f"eval_data has {len(evaluation.columns) - 2} negative(s) per query but train_data "
+            f"has {len(train.columns) - 2}; retrieval data for validation needs as many "
+            "negatives as the training data."
+        )
     if (evaluation.kind, evaluation.modalities) != (train.kind, train.modalities):
         raise DataError(
             f"eval_data holds {KINDS[evaluation.kind]} ({', '.join(evaluation.modalities)}) "
