@@ -24,7 +24,7 @@ from .convert import align_classes, encodable_values, load_dataset, split_datase
 from .csv_options import CSVOptions, as_csv_options
 from .dataset import IMAGE, KINDS, LABEL_TAG, SCORE_TAG, TENSOR, TEXT, Batch, Column, Dataset
 from .pushed import push_data
-from .samplers import ClassBalancedBatchSampler, RandomBatchSampler
+from .samplers import ClassBalancedBatchSampler, NoDuplicatesBatchSampler, RandomBatchSampler
 from .store import delete_data, list_data
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Collate",
     "Column",
     "Dataset",
+    "NoDuplicatesBatchSampler",
     "RandomBatchSampler",
     "align_classes",
     "as_csv_options",

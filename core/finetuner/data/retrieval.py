@@ -19,7 +19,7 @@ from .dataset import IMAGE, TEXT, Column, Dataset
 from .image_references import is_image_reference, resolve_image_reference
 from .items import pair_labels
 
-__all__ = ["JSONL_SUFFIX", "is_jsonl_source", "records_dataset", "read_jsonl"]
+__all__ = ["JSONL_SUFFIX", "is_jsonl_source", "read_jsonl", "records_dataset"]
 
 JSONL_SUFFIX = ".jsonl"
 _KEYS = ("query", "pos", "neg")
