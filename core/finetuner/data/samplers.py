@@ -186,7 +186,8 @@ class NoDuplicatesBatchSampler:
     def _merge_single_rows(self, batches: list[list[int]]) -> list[list[int]]:
         """Batches of one row (the rows left at the end, which repeat each other's items)
         moved into an earlier batch with room and none of their items, where there is one."""
-        keys, kept = self.keys, []
+        keys = self.keys
+        kept: list[list[int]] = []
         for batch in batches:
             if len(batch) == 1:
                 row = batch[0]
