@@ -321,3 +321,18 @@ def test_fit_with_the_no_duplicates_sampler_runs_its_planned_steps(tmp_path):
     )
     assert run.status()["status"] == "FINISHED"
     assert run.config["sampler"] == "no_duplicates"
+
+
+def test_a_single_query_is_one_clear_error():
+    from finetuner.config import FitConfig
+    from finetuner.training.data_setup import load_fit_data
+
+    config = FitConfig.model_construct(
+        train_data=[{"query": "only", "pos": ["a", "b"]}],
+        eval_data=None,
+        csv_options=None,
+        loss="SupConLoss",
+        val_split=0,
+    )
+    with pytest.raises(DataError, match=r"single query \('only'\).*at least two"):
+        load_fit_data(config, seed=0)

@@ -15,6 +15,7 @@ _LOSS_HINTS = {
     "pairs": "use loss='CLIPLoss' (or a pytorch-metric-learning loss).",
     "scored": "use loss='CosineSimilarityLoss'.",
     "triplets": "use loss='MarginMSELoss'.",
+    "retrieval": "use loss='MultipleNegativesRankingLoss' (or a pytorch-metric-learning loss).",
 }
 
 
@@ -73,6 +74,11 @@ def load_fit_data(config: FitConfig, seed: int) -> tuple[Dataset, Dataset | None
         raise DataError(
             f"train_data has a single class ({train.classes[0]!r}); {config.loss} learns by "
             "telling classes apart and needs items of at least two classes."
+        )
+    if train.kind == "retrieval" and train.num_classes < 2:
+        raise DataError(
+            f"train_data has a single query ({train.columns[0].values[0]!r}); retrieval "
+            "training tells queries apart and needs at least two."
         )
     if evaluation is None:
         return train, None
