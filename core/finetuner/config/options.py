@@ -75,7 +75,7 @@ class FitConfig(BaseModel):
         ge=0.0,
         lt=1.0,
         description="Fraction of `train_data` held out as validation data when `eval_data` is "
-        "not given, stratified by class.",
+        "not given, stratified by class (whole queries for retrieval data).",
     )
     model_options: dict[str, Any] = Field(
         default_factory=dict,
