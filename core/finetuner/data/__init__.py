@@ -10,6 +10,8 @@ Python lists; each becomes a :class:`Dataset`. Which module does what:
   ``encodable_values``;
 - :mod:`~finetuner.data.csv_options`, :mod:`~finetuner.data.csv_reader` and
   :mod:`~finetuner.data.image_references`: CSV files, their options and the images they name;
+- :mod:`~finetuner.data.retrieval`: retrieval examples from JSONL files, lists of dicts and
+  ``RetrievalExample`` documents;
 - :mod:`~finetuner.data.builtin`: the built-in data sets; :mod:`~finetuner.data.store`: pushed
   data sets on disk; :mod:`~finetuner.data.pushed`: ``push_data`` and friends;
 - :mod:`~finetuner.data.samplers` and :mod:`~finetuner.data.batching`: batches for training;
