@@ -11,6 +11,7 @@ import time
 import pytest
 from PIL import Image
 
+from finetuner.data.convert import load_dataset
 from finetuner.data.csv_options import CSVOptions, is_csv_source
 from finetuner.data.csv_reader import CSVTable, read_csv
 from finetuner.errors import ConfigError, DataError
@@ -71,22 +72,30 @@ def test_query_documents_grouped_and_duplicates_skipped(tmp_path):
         "q1,d1\nq1,d2\nq2,d3\nq2,d1\nq1,d4\nq3,q1\n",
     )
     table = read_csv(path)
-    assert table.kind == "labeled"
-    assert table.modalities == ["text"]
-    assert table.columns == [["q1", "d1", "d2", "q2", "d3", "d4", "q3"]]
+    assert table.kind == "retrieval"
+    assert table.columns == [
+        ["q1", "q1", "q2", "q2", "q1", "q3"],
+        ["d1", "d2", "d3", "d1", "d4", "q1"],
+    ]
+    labeled = load_dataset(path).as_labeled()
+    assert labeled.kind == "labeled"
+    assert labeled.modalities == ("text",)
+    assert labeled.columns[0].values == ["q1", "d1", "d2", "q2", "d3", "d4", "q3"]
     # d1 keeps q1's label although it is also q2's document; q1 as a document of q3 is skipped
-    assert table.labels == ["0", "0", "0", "1", "1", "0", "2"]
-    assert table.lines == [1, 1, 2, 3, 3, 5, 6]
-    assert table.scores is None
+    assert labeled.labels.tolist() == [0, 0, 0, 1, 1, 0, 2]
+    assert [i.rsplit(":", 1)[1] for i in labeled.ids] == ["1", "1", "2", "3", "3", "5", "6"]
+    assert labeled.scores is None
 
 
 def test_query_documents_of_images(tmp_path, images):
     path = _write(tmp_path / "qd.csv", "img/cat.png,img/dog.png\nimg/fish.png,img/dog.png\n")
     table = read_csv(path)
-    assert table.kind == "labeled"
-    assert table.modalities == ["image"]
-    assert table.columns == [[images[0], images[1], images[2]]]
-    assert table.labels == ["0", "0", "1"]
+    assert table.kind == "retrieval"
+    assert table.modalities == ["image", "image"]
+    labeled = load_dataset(path).column()
+    assert labeled.modalities == ("image",)
+    assert labeled.columns[0].values == [images[0], images[1], images[2]]
+    assert labeled.labels.tolist() == [0, 0, 1]
 
 
 def test_text_image_pairs(tmp_path, images):
@@ -112,12 +121,12 @@ def test_image_text_pairs_are_swapped_text_first(tmp_path, images):
 
 
 def test_mixed_column_is_text(tmp_path, images):
-    # One cell of the second column is not an image, so that column is text: query,document rows.
+    # One cell of the second column is not an image, so that column is text: query,positive rows.
     path = _write(tmp_path / "qd.csv", "a cat,img/cat.png\na dog,a dog photo\n")
     table = read_csv(path)
-    assert table.kind == "labeled"
-    assert table.modalities == ["text"]
-    assert table.columns == [["a cat", "img/cat.png", "a dog", "a dog photo"]]
+    assert table.kind == "retrieval"
+    assert table.modalities == ["text", "text"]
+    assert table.columns == [["a cat", "a dog"], ["img/cat.png", "a dog photo"]]
 
 
 def test_file_uris_are_percent_decoded(tmp_path):
@@ -180,8 +189,8 @@ def test_text_stream_and_open_file(tmp_path):
 def test_binary_stream_is_decoded_with_the_encoding():
     data = "é,ß\nü,ö\n".encode("utf-16")
     table = read_csv(io.BytesIO(data), CSVOptions(encoding="utf-16"))
-    assert table.columns == [["é", "ß", "ü", "ö"]]
-    assert table.lines == [1, 1, 2, 2]
+    assert table.columns == [["é", "ü"], ["ß", "ö"]]
+    assert table.lines == [1, 2]
 
 
 def test_latin1_file_and_utf8_bom(tmp_path):
@@ -195,9 +204,13 @@ def test_latin1_file_and_utf8_bom(tmp_path):
 def test_size_counts_rows_before_deduplication(tmp_path):
     path = _write(tmp_path / "qd.csv", "q1,d1\n\nq1,d1\nq2,d2\nq3,d3\n")
     table = read_csv(path, CSVOptions(size=2))
-    assert table.columns == [["q1", "d1"]]
+    assert table.columns == [["q1", "q1"], ["d1", "d1"]]
+    assert load_dataset(path, csv_options=CSVOptions(size=2)).as_labeled().columns[0].values == [
+        "q1",
+        "d1",
+    ]
     table = read_csv(path, CSVOptions(size=3))
-    assert table.columns == [["q1", "d1", "q2", "d2"]]
+    assert table.columns == [["q1", "q1", "q2"], ["d1", "d1", "d2"]]
     labeled = _write(tmp_path / "l.csv", "a,1\nb,2\nc,3\n")
     assert read_csv(labeled, CSVOptions(size=2, is_labeled=True)).labels == ["1", "2"]
 
@@ -212,8 +225,8 @@ def test_multiline_quoted_cell_keeps_line_numbers(tmp_path):
     with pytest.raises(DataError, match=r"train\.csv:4: expected 2 columns like the first row"):
         read_csv(path)
     table = read_csv(path, CSVOptions(size=2))
-    assert table.columns == [["a", "two\nlines", "b", "c"]]
-    assert table.lines == [1, 1, 3, 3]
+    assert table.columns == [["a", "b"], ["two\nlines", "c"]]
+    assert table.lines == [1, 3]
 
 
 def test_windows_line_endings(tmp_path):
@@ -373,10 +386,12 @@ def test_labeled_needs_two_columns(tmp_path, row):
         read_csv(path, CSVOptions(is_labeled=True))
 
 
-@pytest.mark.parametrize(("row", "found"), [("just text", "1 column"), ("a,b,c,d,e", "5 columns")])
+@pytest.mark.parametrize(
+    ("row", "found"), [("just text", "found 1 column"), ("a,b,c,d,5", "5 columns whose last")]
+)
 def test_unknown_column_count_lists_the_formats(tmp_path, row, found):
     path = _write(tmp_path / "train.csv", f"{row}\n{row}\n")
-    with pytest.raises(DataError, match=rf"train\.csv:1: found {found}\. .*item,label.*margin"):
+    with pytest.raises(DataError, match=rf"train\.csv:1: {found}.*item,label.*margin"):
         read_csv(path)
 
 
@@ -455,5 +470,6 @@ def test_large_file_reads_in_linear_time(tmp_path):
     start = time.perf_counter()
     table = read_csv(path)
     elapsed = time.perf_counter() - start
-    assert len(table.columns[0]) == 101_000
+    assert len(table.columns[0]) == 100_000
+    assert len(load_dataset(path).as_labeled()) == 101_000
     assert elapsed < 5, f"100k rows took {elapsed:.1f}s"

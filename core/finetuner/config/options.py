@@ -75,7 +75,7 @@ class FitConfig(BaseModel):
         ge=0.0,
         lt=1.0,
         description="Fraction of `train_data` held out as validation data when `eval_data` is "
-        "not given, stratified by class.",
+        "not given, stratified by class (whole queries for retrieval data).",
     )
     model_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -156,10 +156,13 @@ class FitConfig(BaseModel):
         description="Items of each class per batch for the class-balanced sampler.",
         json_schema_extra=_MATCH,
     )
-    sampler: Literal["auto", "class", "random"] = Field(
+    sampler: Literal["auto", "class", "no_duplicates", "random"] = Field(
         "auto",
-        description="`'auto'` (class-balanced, or random for classification-style losses such "
-        "as ArcFace), `'class'` or `'random'`.",
+        description="`'auto'` (no-duplicates batches for in-batch-negative losses such as "
+        "MultipleNegativesRankingLoss on pairs or retrieval data, class-balanced for label "
+        "losses on labeled data, random for classification-style losses such as ArcFace and "
+        "otherwise), `'class'`, `'no_duplicates'` (no text or image twice in a batch) or "
+        "`'random'`.",
         json_schema_extra=_MATCH,
     )
     run_name: str | None = Field(None, description="Name of the run (generated when not given).")

@@ -10,6 +10,8 @@ Python lists; each becomes a :class:`Dataset`. Which module does what:
   ``encodable_values``;
 - :mod:`~finetuner.data.csv_options`, :mod:`~finetuner.data.csv_reader` and
   :mod:`~finetuner.data.image_references`: CSV files, their options and the images they name;
+- :mod:`~finetuner.data.retrieval`: retrieval examples from JSONL files, lists of dicts and
+  ``RetrievalExample`` documents;
 - :mod:`~finetuner.data.builtin`: the built-in data sets; :mod:`~finetuner.data.store`: pushed
   data sets on disk; :mod:`~finetuner.data.pushed`: ``push_data`` and friends;
 - :mod:`~finetuner.data.samplers` and :mod:`~finetuner.data.batching`: batches for training;
@@ -24,7 +26,7 @@ from .convert import align_classes, encodable_values, load_dataset, split_datase
 from .csv_options import CSVOptions, as_csv_options
 from .dataset import IMAGE, KINDS, LABEL_TAG, SCORE_TAG, TENSOR, TEXT, Batch, Column, Dataset
 from .pushed import push_data
-from .samplers import ClassBalancedBatchSampler, RandomBatchSampler
+from .samplers import ClassBalancedBatchSampler, NoDuplicatesBatchSampler, RandomBatchSampler
 from .store import delete_data, list_data
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "Collate",
     "Column",
     "Dataset",
+    "NoDuplicatesBatchSampler",
     "RandomBatchSampler",
     "align_classes",
     "as_csv_options",

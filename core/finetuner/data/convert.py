@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from .items import (
     one_modality,
     pair_labels,
 )
+from .retrieval import is_jsonl_source, read_jsonl, records_dataset
 from .store import load_pushed, pushed_names
 
 __all__ = ["align_classes", "encodable_values", "load_dataset", "split_dataset"]
@@ -45,7 +46,9 @@ def load_dataset(data: Any, *, name: str = "train_data", csv_options: Any = None
     set; a docarray ``DocList`` (items in ``text``, ``url``/``uri`` or ``tensor``, labels in
     ``label`` or ``tags['finetuner_label']``, text-image pairs, or
     :class:`~finetuner.data.documents.ScoredPair` / :class:`~finetuner.data.documents.Triplet`
-    documents); or a list of ``(item, label)`` pairs. Raises
+    / :class:`~finetuner.data.documents.RetrievalExample` documents); a ``.jsonl`` file or a
+    list of dicts of retrieval records (``{"query", "pos", "neg"}``, see
+    :mod:`finetuner.data.retrieval`); or a list of ``(item, label)`` pairs. Raises
     :class:`~finetuner.errors.DataError` saying what is wrong and where.
     """
     if isinstance(data, Dataset):
@@ -57,6 +60,8 @@ def load_dataset(data: Any, *, name: str = "train_data", csv_options: Any = None
         )
     if is_csv_source(data):
         return _from_table(read_csv(data, as_csv_options(csv_options), name=name))
+    if is_jsonl_source(data):
+        return read_jsonl(data, name=name)
     if isinstance(data, (str, os.PathLike)):
         return _from_name(os.fspath(data), name)
     try:
@@ -73,6 +78,8 @@ def load_dataset(data: Any, *, name: str = "train_data", csv_options: Any = None
         items = list(data)
         if not items:
             raise DataError(f"{name} is empty: it needs at least one (item, label) pair.")
+        if isinstance(items[0], Mapping):
+            return records_dataset(items, [f"{name}[{i}]" for i in range(len(items))], source=name)
         return _from_items(items, name)
     raise DataError(
         f"{name}: unsupported type {type(data).__name__}. Pass a CSV file, a docarray DocList, "
@@ -105,7 +112,9 @@ def _from_table(table: CSVTable) -> Dataset:
     columns = [Column(m, list(v)) for m, v in zip(table.modalities, table.columns)]
     labels: np.ndarray | None = None
     classes: list[Any] = []
-    if table.labels is not None:
+    if table.kind == "retrieval":
+        labels, classes = pair_labels(table.columns[0])
+    elif table.labels is not None:
         labels, classes = labels_to_codes(list(table.labels), table.source)
     scores = np.asarray(table.scores, np.float32) if table.scores is not None else None
     return Dataset(
@@ -115,9 +124,12 @@ def _from_table(table: CSVTable) -> Dataset:
 
 def _from_docs(docs: list[Any], name: str) -> Dataset:
     """A DocList: single items with labels, text-image pairs, scored pairs or triplets."""
-    from .documents import ScoredPair, Triplet
+    from .documents import RetrievalExample, ScoredPair, Triplet
 
     ids = [str(getattr(doc, "id", i)) for i, doc in enumerate(docs)]
+    if isinstance(docs[0], RetrievalExample):
+        wheres = [f"{name}[{i}] (id {doc_id})" for i, doc_id in enumerate(ids)]
+        return records_dataset(docs, wheres, source=name, ids=ids)
     if isinstance(docs[0], ScoredPair | Triplet):
         return _from_compound_docs(docs, ids, name, scored=isinstance(docs[0], ScoredPair))
     per_doc = [doc_items(doc, f"{name}[{i}]") for i, doc in enumerate(docs)]
@@ -206,12 +218,18 @@ def _from_items(items: list[Any], name: str) -> Dataset:
 
 
 def split_dataset(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Hold out *fraction* of *dataset* for validation, stratified by class where possible."""
+    """Hold out *fraction* of *dataset* for validation, stratified by class where possible;
+    retrieval data holds out *fraction* of its queries, each with all of its rows."""
     rng = np.random.default_rng(seed)
     held: list[int] = []
+    codes = range(dataset.num_classes if dataset.labels is not None else 0)
     if dataset.labels is None:  # scored pairs and triplets: a plain random split
         held = rng.permutation(len(dataset))[: round(len(dataset) * fraction)].tolist()
-    for code in range(dataset.num_classes if dataset.labels is not None else 0):
+    elif dataset.kind == "retrieval":  # whole queries, so no query is in both parts
+        groups = rng.permutation(dataset.num_classes)[: round(dataset.num_classes * fraction)]
+        held = np.flatnonzero(np.isin(dataset.labels, groups)).tolist()
+        codes = range(0)
+    for code in codes:
         members = np.flatnonzero(dataset.labels == code)
         rng.shuffle(members)
         take = round(len(members) * fraction)

@@ -3,10 +3,15 @@
 The files have no header row. Their shape is told by the number of columns:
 
 * ``item,label`` with ``CSVOptions(is_labeled=True)``: labeled items;
-* ``query,document`` (both text or both images): each query and its documents form one class;
+* ``query,positive`` (both text or both images): retrieval data without negatives;
 * ``text,image`` (one column of each): text-image pairs;
-* ``a,b,score``: scored pairs;
-* ``query,positive,negative,margin``: triplets.
+* ``a,b,score`` (3 columns, the last all numbers): scored pairs;
+* ``query,positive,negative,margin`` (4 columns, the last all numbers): triplets;
+* ``query,positive,negative_1,...,negative_k`` (3 or more columns, the last holding texts):
+  retrieval data with *k* negatives.
+
+A last column of numbers with a text further down is a typo in a score, an error naming its
+line, when the first row's last cell is a number; otherwise the column is text.
 
 A column whose every cell is an image reference (a local path with an image suffix, or a
 ``file://`` URI) holds images. References become absolute local paths, checked for existence;
@@ -49,8 +54,9 @@ SNIFF_DELIMITERS = ",\t;|"
 
 _FORMATS_HINT = (
     "CSV training data has no header row and one of these forms: item,label (2 columns, with "
-    "CSVOptions(is_labeled=True)); query,document or text,image (2 columns); a,b,score "
-    "(3 columns); query,positive,negative,margin (4 columns)"
+    "CSVOptions(is_labeled=True)); query,positive or text,image (2 columns); a,b,score "
+    "(3 columns, a number last); query,positive,negative,margin (4 columns, a number last); "
+    "query,positive,negative_1,...,negative_k (3 or more columns, texts last)"
 )
 
 
@@ -60,8 +66,9 @@ class CSVTable:
 
     ``kind`` is ``'labeled'`` (one column of items, ``labels`` one per item), ``'pairs'``
     (texts, images; ``labels`` shared by rows with an equal text), ``'scored'`` (two item
-    columns, ``scores``) or ``'triplets'`` (query, positive, negative; ``scores`` are the
-    margins). ``modalities`` says ``'text'`` or ``'image'`` per column; image cells are absolute
+    columns, ``scores``), ``'triplets'`` (query, positive, negative; ``scores`` are the
+    margins) or ``'retrieval'`` (query, positive, negatives; ``labels`` shared by rows with an
+    equal query). ``modalities`` says ``'text'`` or ``'image'`` per column; image cells are absolute
     local paths. ``lines`` holds the 1-based source line of each row.
     """
 
@@ -253,7 +260,7 @@ def _table(
     """The table the rows form, told by their number of columns (see the module docstring)."""
     width = len(columns)
     scores = None
-    numeric = None if options.is_labeled else {3: "score", 4: "margin"}.get(width)
+    numeric = None if options.is_labeled else _numeric_last(columns, row_lines, source)
     if numeric is not None:
         scores = _parse_numbers(columns.pop(), row_lines, source, numeric, numeric_col=width)
     labels = columns.pop() if options.is_labeled else None
@@ -269,17 +276,40 @@ def _table(
 
     if options.is_labeled:
         return CSVTable("labeled", columns, modalities, labels, None, row_lines, source)
-    if width == 2 and modalities[0] == modalities[1]:
-        return _query_documents(columns, modalities[0], row_lines, source)
-    if width == 2:
+    if width == 2 and modalities[0] != modalities[1]:
         if modalities[0] == "image":
             columns.reverse()
             modalities.reverse()
         return CSVTable(
             "pairs", columns, modalities, _group_labels(columns[0]), None, row_lines, source
         )
+    if numeric is None:
+        labels = _group_labels(columns[0])
+        return CSVTable("retrieval", columns, modalities, labels, None, row_lines, source)
     kind = "scored" if width == 3 else "triplets"
     return CSVTable(kind, columns, modalities, None, scores, row_lines, source)
+
+
+def _numeric_last(columns: list[list[str]], lines: list[int], source: str) -> str | None:
+    """``'score'`` or ``'margin'`` when the last of 3 or 4 columns holds numbers (its first
+    cell is one), ``None`` when it holds texts: the negatives of retrieval rows."""
+    width = len(columns)
+    if width < 3 or not _is_number(columns[-1][0]):
+        return None
+    if width > 4:
+        if all(_is_number(cell) for cell in columns[-1]):
+            raise DataError(
+                f"{source}:{lines[0]}: {width} columns whose last holds numbers; {_FORMATS_HINT}."
+            )
+        return None
+    return "score" if width == 3 else "margin"
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
 
 
 def _check_width(width: int, options: CSVOptions, source: str, line: int) -> None:
@@ -289,10 +319,9 @@ def _check_width(width: int, options: CSVOptions, source: str, line: int) -> Non
                 f"{source}:{line}: with CSVOptions(is_labeled=True) each row is item,label "
                 f"(2 columns), found {width}. Quote items that contain the delimiter."
             )
-    elif not 2 <= width <= 4:
-        noun = "column" if width == 1 else "columns"
+    elif width < 2:
         raise DataError(
-            f"{source}:{line}: found {width} {noun}. {_FORMATS_HINT}. If the delimiter was "
+            f"{source}:{line}: found 1 column. {_FORMATS_HINT}. If the delimiter was "
             "guessed wrong, pass CSVOptions(dialect='excel') or 'excel-tab'."
         )
 
@@ -309,36 +338,12 @@ def _parse_numbers(
         if not math.isfinite(number):
             raise DataError(
                 f"{source}:{line}: the {what} in column {numeric_col} is {cell!r}, not a finite "
-                f"number. The last column of a {numeric_col}-column file is the {what}, "
-                "e.g. 0.5."
+                f"number. The last column of a {numeric_col}-column file whose first row ends "
+                f"in a number is the {what}, e.g. 0.5 (a last column of texts makes the rows "
+                "query,positive,negative...)."
             )
         numbers.append(number)
     return numbers
-
-
-def _query_documents(
-    columns: list[list[str]], modality: str, lines: list[int], source: str
-) -> CSVTable:
-    """Group ``query,document`` rows: a query and its documents share one generated label."""
-    label_of: dict[str, str] = {}
-    groups = 0
-    items: list[str] = []
-    labels: list[str] = []
-    item_lines: list[int] = []
-    for query, document, line in zip(columns[0], columns[1], lines):
-        group = label_of.get(query)
-        if group is None:
-            group = label_of[query] = str(groups)
-            groups += 1
-            items.append(query)
-            labels.append(group)
-            item_lines.append(line)
-        if document not in label_of:
-            label_of[document] = group
-            items.append(document)
-            labels.append(group)
-            item_lines.append(line)
-    return CSVTable("labeled", [items], [modality], labels, None, item_lines, source)
 
 
 def _group_labels(keys: list[str]) -> list[str]:

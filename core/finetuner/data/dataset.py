@@ -173,10 +173,13 @@ class Dataset:
         )
 
     def column(self, modality: str | None = None) -> Dataset:
-        """Single-column labeled data: this data, or for pairs the column of *modality*
-        (rows keep their labels, so a text and its image are relevant to each other)."""
+        """Single-column labeled data: this data, for pairs the column of *modality* (rows
+        keep their labels, so a text and its image are relevant to each other), and for
+        retrieval data its queries and positives (:meth:`as_labeled`)."""
         if self.kind == "labeled" or (modality is None and len(self.columns) == 1):
             return self
+        if self.kind == "retrieval" and modality in (None, self.columns[0].modality):
+            return self.as_labeled()
         chosen = [c for c in self.columns if c.modality == modality]
         if self.kind != "pairs" or not chosen:
             raise DataError(
@@ -184,6 +187,40 @@ class Dataset:
                 f"{f' ({modality})' if modality else ''}."
             )
         return Dataset([chosen[0]], self.labels, self.classes, self.ids, source=self.source)
+
+    def as_labeled(self) -> Dataset:
+        """Retrieval data as labeled single-column items: each distinct query and its distinct
+        positives share the query's group label (negatives are left out). A text that occurs
+        again, as a query or a positive, keeps the group it got first and is stored once; each
+        item keeps the id of the row it first occurs in."""
+        if self.kind != "retrieval":
+            raise DataError(f"{self.source} holds {KINDS[self.kind]}, not retrieval data.")
+        queries, positives = self.columns[0].values, self.columns[1].values
+        group_of: dict[Any, int] = {}
+        items: list[Any] = []
+        labels: list[int] = []
+        ids: list[str] = []
+        groups = 0
+        for row, (query, positive) in enumerate(zip(queries, positives)):
+            group = group_of.get(query)
+            if group is None:
+                group = group_of[query] = groups
+                groups += 1
+                items.append(query)
+                labels.append(group)
+                ids.append(self.ids[row])
+            if positive not in group_of:
+                group_of[positive] = group
+                items.append(positive)
+                labels.append(group)
+                ids.append(self.ids[row])
+        return Dataset(
+            [Column(self.columns[0].modality, items)],
+            np.asarray(labels, dtype=np.int64),
+            list(range(groups)),
+            ids,
+            source=self.source,
+        )
 
     def describe(self, i: int) -> str:
         """A short display string for item *i* (used for example results): text as text,

@@ -1,5 +1,5 @@
 """Document types: ``Document`` and ``DocumentArray`` in the shape of the classic API, and the
-typed forms for scored pairs and triplets.
+typed forms for scored pairs, triplets and retrieval examples.
 
 This module imports docarray, so :mod:`finetuner.data` does not import it: docarray loads when
 a ``DocList`` is converted or ``finetuner.Document`` is used.
@@ -13,7 +13,7 @@ from docarray import BaseDoc, DocList
 from docarray.typing import AnyEmbedding, AnyTensor
 from pydantic import Field
 
-__all__ = ["Document", "DocumentArray", "ScoredPair", "Triplet"]
+__all__ = ["Document", "DocumentArray", "RetrievalExample", "ScoredPair", "Triplet"]
 
 
 class Document(BaseDoc):
@@ -46,6 +46,17 @@ class Triplet(BaseDoc):
     positive: Document
     negative: Document
     margin: float
+
+
+class RetrievalExample(BaseDoc):
+    """A query, the documents relevant to it (``pos``, one or more) and optional irrelevant
+    ones (``neg``; every example of a data set has as many). Each positive makes one row
+    ``(query, positive, *negatives)`` of retrieval data, trained with in-batch-negative
+    losses such as ``MultipleNegativesRankingLoss``. Texts, or image paths."""
+
+    query: str
+    pos: list[str]
+    neg: list[str] = Field(default_factory=list)
 
 
 def DocumentArray(docs: Any = ()) -> DocList[Document]:

@@ -1,6 +1,6 @@
 """Batch samplers: which items of a :class:`~finetuner.data.dataset.Dataset` form each batch.
 
-Both are deterministic per ``(seed, epoch)``, so a resumed run sees the batches an
+All are deterministic per ``(seed, epoch)``, so a resumed run sees the batches an
 uninterrupted one would have seen. They yield lists of item positions, as a ``DataLoader``'s
 ``batch_sampler`` does.
 """
@@ -8,12 +8,17 @@ uninterrupted one would have seen. They yield lists of item positions, as a ``Da
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ClassBalancedBatchSampler", "RandomBatchSampler"]
+from ..errors import DataError
+from .dataset import Dataset
+
+__all__ = ["ClassBalancedBatchSampler", "NoDuplicatesBatchSampler", "RandomBatchSampler"]
 
 
 class RandomBatchSampler:
@@ -84,3 +89,141 @@ class ClassBalancedBatchSampler:
                         queues[c] = rng.permutation(self.members[c]).tolist()
                     batch.append(queues[c].pop())
             yield batch
+
+
+class NoDuplicatesBatchSampler:
+    """Shuffled batches in which no key (a text, an image path, a tensor's bytes) occurs in
+    two rows, so in-batch negatives are never copies of a row's query or positive.
+
+    ``keys[i]`` holds the keys of row *i* (all its columns). Each epoch shuffles the rows
+    (deterministic per ``(seed, epoch)``) and fills batches in one pass: a row that would
+    repeat a key of the batch waits in a queue, and waiting rows go first into the following
+    batches. Batches are full while the rows allow; the last ones may be smaller. Every row
+    occurs exactly once per epoch. A row left alone at the end joins an earlier batch with room
+    that shares none of its items, where there is one. Data too repetitive for *batch_size*
+    (more than one batch, and more than a tenth of the batches, holding a single row) is a
+    :class:`~finetuner.errors.DataError`.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[Sequence[Hashable]],
+        batch_size: int,
+        seed: int,
+        *,
+        source: str = "train_data",
+    ) -> None:
+        self.keys = [frozenset(row) for row in keys]
+        self.batch_size, self.seed, self.source = batch_size, seed, source
+        self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    @classmethod
+    def from_dataset(cls, data: Dataset, batch_size: int, seed: int) -> NoDuplicatesBatchSampler:
+        """A sampler over the rows of *data*, keyed by the items of all its columns."""
+        columns = [_column_keys(column.values) for column in data.columns]
+        return cls(list(zip(*columns)), batch_size, seed, source=data.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """The batches of the current epoch (computed once per epoch)."""
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self._plan(self.epoch))
+        return self._cached[1]
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches():
+            yield list(batch)
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        stream = iter(rng.permutation(len(self.keys)).tolist())
+        pending: list[int] = []
+        batches: list[list[int]] = []
+        while True:
+            batch, used = self._from_pending(pending)
+            while len(batch) < self.batch_size:
+                row = next(stream, None)
+                if row is None:
+                    break
+                if self.keys[row].isdisjoint(used):
+                    batch.append(row)
+                    used.update(self.keys[row])
+                else:
+                    pending.append(row)
+            if not batch:
+                break
+            batches.append(batch)
+        batches = self._merge_single_rows(batches)
+        singles = sum(len(batch) == 1 for batch in batches)
+        if singles > max(1, len(batches) // 10):
+            raise self._too_repetitive()
+        return batches
+
+    def _from_pending(self, pending: list[int]) -> tuple[list[int], set[Hashable]]:
+        """A batch begun with the waiting rows that fit together, oldest first; the rest keep
+        waiting (*pending* is updated in place)."""
+        batch: list[int] = []
+        used: set[Hashable] = set()
+        waiting: list[int] = []
+        for pos, row in enumerate(pending):
+            if len(batch) == self.batch_size:
+                waiting.extend(pending[pos:])
+                break
+            if self.keys[row].isdisjoint(used):
+                batch.append(row)
+                used.update(self.keys[row])
+            else:
+                waiting.append(row)
+        pending[:] = waiting
+        return batch, used
+
+    def _merge_single_rows(self, batches: list[list[int]]) -> list[list[int]]:
+        """Batches of one row (the rows left at the end, which repeat each other's items)
+        moved into an earlier batch with room and none of their items, where there is one."""
+        keys = self.keys
+        kept: list[list[int]] = []
+        for batch in batches:
+            if len(batch) == 1:
+                row = batch[0]
+                home = next(
+                    (
+                        b
+                        for b in kept
+                        if len(b) < self.batch_size
+                        and all(keys[row].isdisjoint(keys[other]) for other in b)
+                    ),
+                    None,
+                )
+                if home is not None:
+                    home.append(row)
+                    continue
+            kept.append(batch)
+        return kept
+
+    def _too_repetitive(self) -> DataError:
+        counts = Counter(key for row in self.keys for key in row)
+        key, count = counts.most_common(1)[0]
+        shown = repr(key if not isinstance(key, bytes) else "<a tensor>")
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return DataError(
+            f"{self.source} has too few distinct texts for batch_size={self.batch_size} with "
+            f"sampler='no_duplicates': rows share their items so often ({shown} occurs in "
+            f"{count} of {len(self.keys)} rows) that a batch without a repeated item holds a "
+            "single row. Use a smaller batch_size, vary the negatives (mine them again from a "
+            "larger corpus), or pass sampler='random'."
+        )
+
+
+def _column_keys(values: Any) -> list[Hashable]:
+    """The key of each item of a column: texts and image paths as they are, tensors (and
+    in-memory images) by their bytes."""
+    if isinstance(values, torch.Tensor):
+        return [row.numpy().tobytes() for row in values.detach().cpu()]
+    return [v if isinstance(v, str) else np.asarray(v).tobytes() for v in values]

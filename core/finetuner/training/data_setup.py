@@ -28,6 +28,7 @@ _LOSS_HINTS = {
     "retrieval": "use loss='MultipleNegativesRankingLoss' (or its cached form).",
     "scored": "use loss='CosineSimilarityLoss'.",
     "triplets": "use loss='MarginMSELoss'.",
+    "retrieval": "use loss='MultipleNegativesRankingLoss' (or a pytorch-metric-learning loss).",
 }
 
 
@@ -59,6 +60,14 @@ def check_loss_fits(loss: str, data: Dataset, options: Mapping[str, Any] | None 
 
 
 def _check_same_form(train: Dataset, evaluation: Dataset) -> None:
+    if train.kind == evaluation.kind == "retrieval" and len(train.columns) != len(
+        evaluation.columns
+    ):
+        raise DataError(
+            f"eval_data has {len(evaluation.columns) - 2} negative(s) per query but train_data "
+            f"has {len(train.columns) - 2}; retrieval data for validation needs as many "
+            "negatives as the training data."
+        )
     if (evaluation.kind, evaluation.modalities) != (train.kind, train.modalities):
         raise DataError(
             f"eval_data holds {KINDS[evaluation.kind]} ({', '.join(evaluation.modalities)}) "
@@ -92,6 +101,11 @@ def load_fit_data(config: FitConfig, seed: int) -> tuple[FitConfig, Dataset, Dat
         raise DataError(
             f"train_data has a single class ({train.classes[0]!r}); {config.loss} learns by "
             "telling classes apart and needs items of at least two classes."
+        )
+    if train.kind == "retrieval" and train.num_classes < 2:
+        raise DataError(
+            f"train_data has a single query ({train.columns[0].values[0]!r}); retrieval "
+            "training tells queries apart and needs at least two."
         )
     if evaluation is None:
         return config, train, None

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from ..config import FitConfig
-from ..data import KINDS, ClassBalancedBatchSampler, Dataset, RandomBatchSampler
+from ..data import (
+    KINDS,
+    ClassBalancedBatchSampler,
+    Dataset,
+    NoDuplicatesBatchSampler,
+    RandomBatchSampler,
+)
 from ..errors import ConfigError
-from .losses import CLASSIFICATION_LOSSES
+from .losses import CLASSIFICATION_LOSSES, uses_in_batch_negatives
 
 __all__ = ["DEFAULT_BATCH_SIZE", "Sampler", "batch_size_for", "build_sampler", "sampler_kind"]
 
 DEFAULT_BATCH_SIZE = 32
 
-Sampler = ClassBalancedBatchSampler | RandomBatchSampler
+Sampler = ClassBalancedBatchSampler | NoDuplicatesBatchSampler | RandomBatchSampler
 
 
 def batch_size_for(config: FitConfig, data: Dataset) -> int:
@@ -20,16 +26,20 @@ def batch_size_for(config: FitConfig, data: Dataset) -> int:
 
 
 def sampler_kind(config: FitConfig, data: Dataset) -> str:
-    """``'class'`` (class-balanced batches) or ``'random'``: the option, or for ``'auto'``
-    class-balanced for label losses on labeled data and random otherwise."""
+    """``'class'`` (class-balanced batches), ``'no_duplicates'`` or ``'random'``: the option,
+    or for ``'auto'`` no-duplicates batches for in-batch-negative losses on pairs and
+    retrieval data, class-balanced for label losses on labeled data, and random otherwise."""
     labeled = data.kind == "labeled"
     if config.sampler == "class" and not labeled:
         raise ConfigError(
             f"sampler='class' needs class labels, but train_data holds "
-            f"{KINDS[data.kind]}; use sampler='auto' or 'random'."
+            f"{KINDS[data.kind]}; use sampler='auto', 'no_duplicates' or 'random'."
         )
     if config.sampler != "auto":
         return config.sampler
+    in_batch = uses_in_batch_negatives(config.loss, config.loss_options)
+    if in_batch and data.kind in ("pairs", "retrieval"):
+        return "no_duplicates"
     if not labeled or config.loss in CLASSIFICATION_LOSSES:
         return "random"
     return "class"
@@ -42,4 +52,6 @@ def build_sampler(
     if kind == "class":
         assert data.labels is not None
         return ClassBalancedBatchSampler(data.labels, batch_size, num_items_per_class, seed)
+    if kind == "no_duplicates":
+        return NoDuplicatesBatchSampler.from_dataset(data, min(batch_size, len(data)), seed)
     return RandomBatchSampler(len(data), min(batch_size, len(data)), seed)

@@ -308,7 +308,9 @@ def _modality(ctx: Any, tower: str) -> str | None:
 
 
 def _views(queries: Any, index: Any, ctx: Any, query_tower: str, index_tower: str) -> Any:
-    """Labeled single-column views of the evaluation data. Text-image pairs give the
+    """Labeled single-column views of the evaluation data. Retrieval data gives its queries and
+    positives, each query's positives labeled like it (negatives are left out). Text-image
+    pairs give the
     query tower's column as queries and, without index data, the index tower's column as the
     index: a text and the image of its row are relevant to each other."""
     import dataclasses
@@ -319,8 +321,13 @@ def _views(queries: Any, index: Any, ctx: Any, query_tower: str, index_tower: st
         if data is not None and data.kind in ("scored", "triplets"):
             raise DataError(
                 f"EvaluationCallback: {data.source} holds scored pairs or triplets; retrieval "
-                "metrics need labeled items or text-image pairs as query_data and index_data."
+                "metrics need labeled items, text-image pairs or retrieval data (query,positive) "
+                "as query_data and index_data."
             )
+    if queries.kind == "retrieval":  # a query and its positives share a label
+        queries = queries.as_labeled()
+    if index is not None and index.kind == "retrieval":
+        index = index.as_labeled()
     if queries.kind == "pairs":
         pairs = queries
         queries = pairs.column(_modality(ctx, query_tower))
