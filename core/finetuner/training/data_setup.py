@@ -28,7 +28,6 @@ _LOSS_HINTS = {
     "retrieval": "use loss='MultipleNegativesRankingLoss' (or its cached form).",
     "scored": "use loss='CosineSimilarityLoss'.",
     "triplets": "use loss='MarginMSELoss'.",
-    "retrieval": "use loss='MultipleNegativesRankingLoss' (or a pytorch-metric-learning loss).",
 }
 
 
