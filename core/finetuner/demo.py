@@ -1,5 +1,6 @@
-"""The built-in demo: fine-tune a small MLP on scikit-learn's digits, evaluating before and
-after when the evaluation plugin is installed."""
+"""The built-in demos, evaluating before and after when the evaluation plugin is installed:
+a small MLP fine-tuned on scikit-learn's digits, and (``text=True``) the bundled MiniLM
+fine-tuned for product search with in-batch negatives."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from . import fit
 from .errors import PluginError
 from .plugins import resolve_callback_class
 
-__all__ = ["demo_options", "run_demo"]
+__all__ = ["TEXT_DEMO_MODEL", "demo_options", "run_demo", "text_demo_options"]
+
+TEXT_DEMO_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def demo_options(
@@ -40,5 +43,43 @@ def demo_options(
     }
 
 
-def run_demo(*, epochs: int = 5, runs_dir: str | os.PathLike[str] | None = None) -> Any:
-    return fit(**demo_options(epochs=epochs, runs_dir=runs_dir))
+def text_demo_options(
+    *, epochs: int = 1, runs_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """MiniLM on ``products-train`` with MultipleNegativesRankingLoss and duplicate-free
+    batches; nDCG at 10 on the 300 held-back queries against the 3,000-listing corpus."""
+    callbacks: list[Any] = []
+    try:
+        evaluation = resolve_callback_class("EvaluationCallback")
+        callbacks.append(
+            evaluation(
+                query_data="products-queries",
+                index_data="products-corpus",
+                limit=10,
+                caption="minilm",
+            )
+        )
+    except PluginError:
+        pass
+    return {
+        "model": TEXT_DEMO_MODEL,
+        "train_data": "products-train",
+        "loss": "MultipleNegativesRankingLoss",
+        "optimizer": "AdamW",
+        "learning_rate": 5e-5,
+        "epochs": epochs,
+        "batch_size": 32,
+        "callbacks": callbacks,
+        "experiment_name": "demo-text",
+        "seed": 7,
+        "runs_dir": runs_dir,
+    }
+
+
+def run_demo(
+    *, epochs: int | None = None, runs_dir: str | os.PathLike[str] | None = None, text: bool = False
+) -> Any:
+    """Fit the digits demo (5 epochs by default) or, with *text*, the text demo (1 epoch)."""
+    if text:
+        return fit(**text_demo_options(epochs=epochs or 1, runs_dir=runs_dir))
+    return fit(**demo_options(epochs=epochs or 5, runs_dir=runs_dir))

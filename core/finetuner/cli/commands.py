@@ -55,7 +55,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    run = run_demo(epochs=args.epochs, runs_dir=args.runs_dir)
+    run = run_demo(epochs=args.epochs, runs_dir=args.runs_dir, text=args.text)
+    if args.text:
+        metrics = run.metrics()
+        for stage in ("before", "after"):
+            value = metrics.get(stage, {}).get("minilm_ndcg_at_k")
+            if value is not None:
+                print(f"nDCG at 10 on the held-back queries, {stage} fine-tuning: {value:.4f}")
     print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
     return 0
 
@@ -166,8 +172,15 @@ def add_builtin_commands(sub: Any) -> None:
     resume.add_argument("--runs-dir")
     resume.set_defaults(handler=_cmd_resume)
 
-    demo = sub.add_parser("demo", help="fine-tune a small model on the built-in digits data")
-    demo.add_argument("--epochs", type=int, default=5)
+    demo = sub.add_parser(
+        "demo", help="fine-tune a small model on the built-in digits data (--text: MiniLM)"
+    )
+    demo.add_argument(
+        "--text",
+        action="store_true",
+        help="fine-tune the bundled MiniLM for product search instead (built-in products-* data)",
+    )
+    demo.add_argument("--epochs", type=int, help="epochs (5 for digits, 1 for --text)")
     demo.add_argument("--runs-dir")
     demo.set_defaults(handler=_cmd_demo)
 
