@@ -251,7 +251,11 @@ def test_eval_data_must_be_retrieval_data_with_as_many_negatives():
     train = [{"query": f"q{i}", "pos": f"d{i}", "neg": [f"n{i}"]} for i in range(4)]
     two_negatives = [{"query": "q", "pos": "d", "neg": ["a", "b"]}]
     config = FitConfig.model_construct(
-        train_data=train, eval_data=two_negatives, csv_options=None, loss="SupConLoss", val_split=0
+        train_data=train,
+        eval_data=two_negatives,
+        csv_options=None,
+        loss="MultipleNegativesRankingLoss",
+        val_split=0,
     )
     with pytest.raises(
         DataError, match=r"eval_data has 2 negative\(s\) per query but train_data has 1"
@@ -261,7 +265,7 @@ def test_eval_data_must_be_retrieval_data_with_as_many_negatives():
         train_data=train,
         eval_data=[("a text", "label"), ("another", "other")],
         csv_options=None,
-        loss="SupConLoss",
+        loss="MultipleNegativesRankingLoss",
         val_split=0,
     )
     with pytest.raises(
@@ -269,9 +273,13 @@ def test_eval_data_must_be_retrieval_data_with_as_many_negatives():
     ):
         load_fit_data(config, seed=0)
     config = FitConfig.model_construct(
-        train_data=train, eval_data=train[:2], csv_options=None, loss="SupConLoss", val_split=0
+        train_data=train,
+        eval_data=train[:2],
+        csv_options=None,
+        loss="MultipleNegativesRankingLoss",
+        val_split=0,
     )
-    fit_train, fit_eval = load_fit_data(config, seed=0)
+    _, fit_train, fit_eval = load_fit_data(config, seed=0)
     assert fit_train.kind == fit_eval.kind == "retrieval"
     assert np.array_equal(fit_eval.labels, [0, 1])
 
@@ -313,7 +321,7 @@ def test_fit_with_the_no_duplicates_sampler_runs_its_planned_steps(tmp_path):
     run = finetuner.fit(
         "sentence-transformers/all-MiniLM-L6-v2",
         records,
-        loss="SupConLoss",
+        loss="MultipleNegativesRankingLoss",
         sampler="no_duplicates",
         model_options=tiny_text_model_options(),
         epochs=2,
