@@ -118,6 +118,7 @@ _SUBMODULES = frozenset(
         "models",
         "plugins",
         "runs",
+        "search",
         "testing",
         "training",
         *(name.rpartition(".")[2] for name in _compat.MOVED),

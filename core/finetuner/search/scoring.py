@@ -12,19 +12,11 @@ top-k path:
 
 from __future__ import annotations
 
-__all__ = [
-    "DISTANCES",
-    "order_candidates",
-    "prepare_index",
-    "prepare_queries",
-    "reported_scores",
-]
+__all__ = ["order_candidates", "prepare_index", "prepare_queries", "reported_scores"]
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from finetuner_evaluation._constants import DISTANCES
 
 
 def prepare_queries(rows: torch.Tensor, distance: str) -> torch.Tensor:

@@ -15,16 +15,14 @@ with an explicit rule; the merge then orders by score and position (see ``order_
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_INDEX_ROWS", "DEFAULT_QUERY_ROWS", "exact_top_k"]
+__all__ = ["exact_top_k"]
 
 import numpy as np
 import torch
 
-from finetuner_evaluation._inputs import Embeddings, Exclusions
-from finetuner_evaluation._scoring import order_candidates, prepare_index, prepare_queries
-
-DEFAULT_QUERY_ROWS = 1_024
-DEFAULT_INDEX_ROWS = 16_384
+from .constants import DEFAULT_INDEX_ROWS, DEFAULT_QUERY_ROWS
+from .inputs import Embeddings, Exclusions
+from .scoring import order_candidates, prepare_index, prepare_queries
 
 
 def exact_top_k(
