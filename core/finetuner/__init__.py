@@ -68,6 +68,7 @@ __all__ = [
     "list_experiments",
     "list_models",
     "list_runs",
+    "mine_hard_negatives",
     "push_data",
 ]
 
@@ -85,6 +86,7 @@ _LAZY = {
     "build_model": "models.inference",
     "encode": "models.inference",
     "cos_sim": "models.inference",
+    "mine_hard_negatives": "mining",
     "describe_models": "models",
     "list_models": "models",
     "list_callbacks": "plugins",
@@ -115,6 +117,7 @@ _SUBMODULES = frozenset(
         "errors",
         "events",
         "hookspecs",
+        "mining",
         "models",
         "plugins",
         "runs",

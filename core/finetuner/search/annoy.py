@@ -9,6 +9,8 @@ from __future__ import annotations
 
 __all__ = ["annoy_top_k", "resolve_search_k"]
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -20,7 +22,11 @@ from .scoring import order_candidates, prepare_index, prepare_queries
 _ANNOY_SEED = 1234
 _ROWS = 4_096
 _RESCORE_ROWS = 1_024
-_METRICS = {"cosine": "angular", "euclidean": "euclidean", "sqeuclidean": "euclidean"}
+_METRICS: dict[str, Any] = {
+    "cosine": "angular",
+    "euclidean": "euclidean",
+    "sqeuclidean": "euclidean",
+}
 
 
 def resolve_search_k(search_k: int | None, n_trees: int, num_candidates: int) -> int:

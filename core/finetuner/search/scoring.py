@@ -48,6 +48,8 @@ def reported_scores(
     if distance == "cosine":
         out = ranking.clone()
     else:
+        if result_rows is None:
+            raise ValueError("reported_scores: distances need the result rows")
         difference = result_rows - query_rows.unsqueeze(1)
         out = (difference * difference).sum(dim=2)
         if distance == "euclidean":
