@@ -7,6 +7,7 @@ known; the command-line round trip uses the tiny text model.
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +253,21 @@ def test_cli_round_trip_with_a_tiny_text_model(tmp_path, capsys):
     assert main([*argv, "--num-negatives", "3", "--range-max", "2"]) == 1
     assert "fewer than num_negatives=3" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_annoy_search_finds_the_same_negatives_on_a_small_corpus_and_auto_switches(monkeypatch):
+    pytest.importorskip("annoy")
+    import finetuner.mining.mine as mine_module
+
+    exact, exact_summary = mine(num_negatives=3, search="exact", return_summary=True)
+    approximate, summary = mine(num_negatives=3, search="annoy", return_summary=True)
+    assert approximate == exact
+    assert (exact_summary.search, summary.search) == ("exact", "annoy")
+    monkeypatch.setattr(mine_module, "ANNOY_MIN_INDEX_ROWS", len(CORPUS))
+    assert mine(num_negatives=3, return_summary=True)[1].search == "annoy"
+
+
+def test_annoy_without_the_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "annoy", None)
+    with pytest.raises(ConfigError, match="mine_hard_negatives: search='annoy' needs the annoy"):
+        mine(search="annoy")

@@ -71,15 +71,19 @@ def _pair_of(item: Any, where: str) -> tuple[str, str]:
     return _text(query, where, "query"), _text(positive, where, "positive")
 
 
+def _existing(name: str | os.PathLike[str], what: str, instead: str) -> Path:
+    path = Path(name)
+    if not path.is_file():
+        raise DataError(
+            f"mine_hard_negatives: {what} file '{path}' does not exist; pass {instead}."
+        )
+    return path
+
+
 def read_pairs(pairs: Any) -> list[tuple[str, str]]:
     """The ``(query, positive)`` pairs of *pairs* (see the module docstring); at least one."""
     if isinstance(pairs, (str, os.PathLike)):
-        path = Path(pairs)
-        if not path.is_file():
-            raise DataError(
-                f"mine_hard_negatives: pairs file '{path}' does not exist; pass a CSV file of "
-                "query,document rows or a list of (query, positive) tuples."
-            )
+        path = _existing(pairs, "pairs", "a CSV file of query,document rows or a list of tuples")
         out = _read_pairs_csv(path)
         source = f"'{path}'"
     else:
@@ -98,12 +102,7 @@ def read_pairs(pairs: Any) -> list[tuple[str, str]]:
 def read_corpus(corpus: Any) -> list[str]:
     """The documents of *corpus*: a list of texts, a text file (one a line) or a CSV file."""
     if isinstance(corpus, (str, os.PathLike)):
-        path = Path(corpus)
-        if not path.is_file():
-            raise DataError(
-                f"mine_hard_negatives: corpus file '{path}' does not exist; pass a text file "
-                "with one document per line, a CSV file or a list of texts."
-            )
+        path = _existing(corpus, "corpus", "a text file, one document a line, or a list of texts")
         with path.open(newline="", encoding="utf-8") as handle:
             if path.suffix.lower() == ".csv":
                 rows = [(line, row[0]) for line, row in enumerate(csv.reader(handle), 1) if row]
