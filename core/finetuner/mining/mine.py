@@ -22,7 +22,11 @@ logger = logging.getLogger("finetuner.mining")
 
 SEARCHES = ("auto", "exact", "annoy")
 _CALLER = "mine_hard_negatives"
-_QUERY_BLOCK = 4_096
+_QUERY_BLOCK = 4_096  # queries per search call: one progress step
+# Larger blocks than evaluation's defaults (1,024 x 16,384): on 2 cores, 10,000 x 100,000 x 384
+# searches in about 25% less time, for a 256 MiB score matrix instead of 64 MiB.
+_SEARCH_QUERY_ROWS = 2_048
+_SEARCH_INDEX_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,15 @@ def _search(
             queries[start : start + _QUERY_BLOCK], "query embeddings", caller=_CALLER
         )
         block.check_finite()
-        s, p = exact_top_k(block, index, k, "cosine", none)
+        s, p = exact_top_k(
+            block,
+            index,
+            k,
+            "cosine",
+            none,
+            query_rows=_SEARCH_QUERY_ROWS,
+            index_rows=_SEARCH_INDEX_ROWS,
+        )
         scores.append(s)
         positions.append(p)
         advance(block.num_rows)
