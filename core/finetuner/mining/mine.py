@@ -24,7 +24,7 @@ SEARCHES = ("auto", "exact", "annoy")
 _CALLER = "mine_hard_negatives"
 _QUERY_BLOCK = 4_096  # queries per search call: one progress step
 # Larger blocks than evaluation's defaults (1,024 x 16,384): on 2 cores, 10,000 x 100,000 x 384
-# searches in about 25% less time, for a 256 MiB score matrix instead of 64 MiB.
+# searches in about a fifth less time, for a 256 MiB score matrix instead of 64 MiB.
 _SEARCH_QUERY_ROWS = 2_048
 _SEARCH_INDEX_ROWS = 32_768
 
