@@ -271,3 +271,15 @@ def test_annoy_without_the_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "annoy", None)
     with pytest.raises(ConfigError, match="mine_hard_negatives: search='annoy' needs the annoy"):
         mine(search="annoy")
+
+
+def test_a_doclist_of_query_and_pos_documents():
+    docarray = pytest.importorskip("docarray")
+
+    class QueryDoc(docarray.BaseDoc):
+        query: str
+        pos: str
+
+    docs = docarray.DocList[QueryDoc]([QueryDoc(query=q, pos=p) for q, p in PAIRS])
+    rows = mine_hard_negatives(lookup_model(VECTORS), docs, CORPUS, num_negatives=2)
+    assert rows == mine(num_negatives=2)
