@@ -69,6 +69,7 @@ __all__ = [
     "list_experiments",
     "list_models",
     "list_runs",
+    "mine_hard_negatives",
     "push_data",
 ]
 
@@ -86,6 +87,7 @@ _LAZY = {
     "build_model": "models.inference",
     "encode": "models.inference",
     "cos_sim": "models.inference",
+    "mine_hard_negatives": "mining",
     "describe_models": "models",
     "list_models": "models",
     "list_callbacks": "plugins",
@@ -117,9 +119,11 @@ _SUBMODULES = frozenset(
         "errors",
         "events",
         "hookspecs",
+        "mining",
         "models",
         "plugins",
         "runs",
+        "search",
         "testing",
         "training",
         *(name.rpartition(".")[2] for name in _compat.MOVED),

@@ -1,7 +1,8 @@
-"""The evaluation's options and metric names, in a module that imports nothing.
+"""The evaluation's options and metric names, in a light module.
 
 The callback checks its options against these when it is created, and listing plugins imports
-the callback; keeping them here keeps torch, numpy and annoy out of both.
+the callback; keeping them here keeps torch, numpy and annoy out of both. The distances and
+annoy defaults are the core search's (``finetuner.search``, whose constants import nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ __all__ = [
     "SEARCHES",
 ]
 
+from finetuner.search import DEFAULT_N_TREES, DEFAULT_SEARCH_K_FACTOR, DISTANCES
+
 METRIC_NAMES = (
     "precision_at_k",
     "recall_at_k",
@@ -26,7 +29,6 @@ METRIC_NAMES = (
     "ndcg_at_k",
 )
 
-DISTANCES = ("cosine", "euclidean", "sqeuclidean")
 
 SEARCHES = ("exact", "annoy", "auto")
 
@@ -39,6 +41,3 @@ SEARCHES = ("exact", "annoy", "auto")
 #: constant time per query; at 100,000 rows it saved little (15 s against 18 s, same box), so
 #: it is worth its approximation only well beyond that.
 AUTO_ANNOY_MIN_INDEX_ROWS = 1_000_000
-
-DEFAULT_N_TREES = 10
-DEFAULT_SEARCH_K_FACTOR = 10

@@ -17,7 +17,13 @@ from typing import Any, Literal, overload
 import numpy as np
 import torch
 
-from finetuner_evaluation._annoy import annoy_top_k
+from finetuner.search import (
+    DEFAULT_INDEX_ROWS,
+    DEFAULT_QUERY_ROWS,
+    annoy_top_k,
+    exact_top_k,
+    reported_scores,
+)
 from finetuner_evaluation._constants import (
     AUTO_ANNOY_MIN_INDEX_ROWS,
     DEFAULT_N_TREES,
@@ -25,7 +31,6 @@ from finetuner_evaluation._constants import (
     SEARCHES,
 )
 from finetuner_evaluation._errors import ConfigError, DataError, unknown_choice_message
-from finetuner_evaluation._exact import DEFAULT_INDEX_ROWS, DEFAULT_QUERY_ROWS, exact_top_k
 from finetuner_evaluation._inputs import (
     Embeddings,
     Exclusions,
@@ -35,9 +40,9 @@ from finetuner_evaluation._inputs import (
     exclusions_by_position,
 )
 from finetuner_evaluation._metrics import mean_metrics, relevance_matrix
-from finetuner_evaluation._scoring import reported_scores
 
 _DETAIL_ROWS = 1_024
+_CALLER = "evaluate_embeddings"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,7 @@ def evaluate_embeddings(
     :data:`AUTO_ANNOY_MIN_INDEX_ROWS` index rows on). Ties in score go to the lower position.
     """
     _check_options(limit, distance, search, n_trees, search_k, _chunk_rows)
-    queries = Embeddings(query_embeddings, "query_embeddings")
+    queries = Embeddings(query_embeddings, "query_embeddings", caller=_CALLER)
     self_search = index_embeddings is None
     if self_search:
         if index_labels is not None:
@@ -155,7 +160,7 @@ def evaluate_embeddings(
                 "evaluate_embeddings: index_embeddings was given without index_labels; "
                 "pass one label per index row."
             )
-        index = Embeddings(index_embeddings, "index_embeddings")
+        index = Embeddings(index_embeddings, "index_embeddings", caller=_CALLER)
         if index.dim != queries.dim:
             raise DataError(
                 f"evaluate_embeddings: query_embeddings have {queries.dim} dimensions but "
@@ -182,7 +187,14 @@ def evaluate_embeddings(
     )
     if use_annoy:
         ranking, positions = annoy_top_k(
-            queries, index, limit, distance, exclusions, n_trees=n_trees, search_k=search_k
+            queries,
+            index,
+            limit,
+            distance,
+            exclusions,
+            n_trees=n_trees,
+            search_k=search_k,
+            caller=_CALLER,
         )
     else:
         ranking, positions = exact_top_k(

@@ -15,16 +15,14 @@ with an explicit rule; the merge then orders by score and position (see ``order_
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_INDEX_ROWS", "DEFAULT_QUERY_ROWS", "exact_top_k"]
+__all__ = ["exact_top_k"]
 
 import numpy as np
 import torch
 
-from finetuner_evaluation._inputs import Embeddings, Exclusions
-from finetuner_evaluation._scoring import order_candidates, prepare_index, prepare_queries
-
-DEFAULT_QUERY_ROWS = 1_024
-DEFAULT_INDEX_ROWS = 16_384
+from .constants import DEFAULT_INDEX_ROWS, DEFAULT_QUERY_ROWS
+from .inputs import Embeddings, Exclusions
+from .scoring import order_candidates, prepare_index, prepare_queries
 
 
 def exact_top_k(
@@ -80,10 +78,10 @@ def _chunk_top_k(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best columns of each row under the ties rule (all, if fewer), in any order."""
     num_rows, width = scores.shape
     if width <= k:
-        columns = np.broadcast_to(np.arange(width, dtype=np.int64), (num_rows, width))
-        return scores.numpy(), columns
-    values, columns = torch.topk(scores, k + 1, dim=1, sorted=True)
-    values, columns = values.numpy(), columns.numpy()
+        every = np.broadcast_to(np.arange(width, dtype=np.int64), (num_rows, width))
+        return scores.numpy(), every
+    top_values, top_columns = torch.topk(scores, k + 1, dim=1, sorted=True)
+    values, columns = top_values.numpy(), top_columns.numpy()
     ambiguous = np.flatnonzero(values[:, k - 1] == values[:, k])
     values, columns = values[:, :k].copy(), columns[:, :k].copy()
     if ambiguous.size:

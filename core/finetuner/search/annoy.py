@@ -7,20 +7,26 @@ approximation is which candidates annoy finds.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_N_TREES", "DEFAULT_SEARCH_K_FACTOR", "annoy_top_k", "resolve_search_k"]
+__all__ = ["annoy_top_k", "resolve_search_k"]
+
+from typing import Any
 
 import numpy as np
 import torch
 
-from finetuner_evaluation._constants import DEFAULT_N_TREES, DEFAULT_SEARCH_K_FACTOR
-from finetuner_evaluation._errors import ConfigError
-from finetuner_evaluation._inputs import Embeddings, Exclusions
-from finetuner_evaluation._scoring import order_candidates, prepare_index, prepare_queries
+from ..errors import ConfigError
+from .constants import DEFAULT_SEARCH_K_FACTOR
+from .inputs import Embeddings, Exclusions
+from .scoring import order_candidates, prepare_index, prepare_queries
 
 _ANNOY_SEED = 1234
 _ROWS = 4_096
 _RESCORE_ROWS = 1_024
-_METRICS = {"cosine": "angular", "euclidean": "euclidean", "sqeuclidean": "euclidean"}
+_METRICS: dict[str, Any] = {
+    "cosine": "angular",
+    "euclidean": "euclidean",
+    "sqeuclidean": "euclidean",
+}
 
 
 def resolve_search_k(search_k: int | None, n_trees: int, num_candidates: int) -> int:
@@ -39,13 +45,14 @@ def annoy_top_k(
     *,
     n_trees: int,
     search_k: int | None,
+    caller: str = "search",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`exact_top_k`, with candidates from an annoy forest built over the index."""
     try:
         from annoy import AnnoyIndex  # loaded only when an approximate search runs
     except ImportError as exc:
         raise ConfigError(
-            "evaluate_embeddings: search='annoy' needs the annoy package "
+            f"{caller}: search='annoy' needs the annoy package "
             f"({exc}); install it with 'pip install annoy' or use search='exact'."
         ) from exc
 

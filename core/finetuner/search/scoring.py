@@ -12,19 +12,11 @@ top-k path:
 
 from __future__ import annotations
 
-__all__ = [
-    "DISTANCES",
-    "order_candidates",
-    "prepare_index",
-    "prepare_queries",
-    "reported_scores",
-]
+__all__ = ["order_candidates", "prepare_index", "prepare_queries", "reported_scores"]
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from finetuner_evaluation._constants import DISTANCES
 
 
 def prepare_queries(rows: torch.Tensor, distance: str) -> torch.Tensor:
@@ -56,6 +48,8 @@ def reported_scores(
     if distance == "cosine":
         out = ranking.clone()
     else:
+        if result_rows is None:
+            raise ValueError("reported_scores: distances need the result rows")
         difference = result_rows - query_rows.unsqueeze(1)
         out = (difference * difference).sum(dim=2)
         if distance == "euclidean":
