@@ -264,7 +264,7 @@ def test_fit_on_retrieval_data(tmp_path, loss, options):
         runs_dir=tmp_path / "runs",
     )
     assert run.config["loss"] == ("MultipleNegativesRankingLoss" if loss == "auto" else loss)
-    assert run.config["sampler"] == "random"
+    assert run.config["sampler"] == "no_duplicates"  # 'auto' for in-batch-negative losses
     steps = run.step_history()
     assert steps and all(math.isfinite(s["loss"]) and s["grad_norm"] > 0 for s in steps)
 
@@ -295,7 +295,7 @@ def test_the_cached_step_trains_like_the_uncached_one(tmp_path):
         )
         histories.append(run.step_history())
     plain, cached = histories
-    assert len(plain) == len(cached) == 2
+    assert len(plain) == len(cached) >= 2  # one sampler plan: the same batches on both sides
     for p, c in zip(plain, cached):
         assert c["loss"] == pytest.approx(p["loss"], rel=1e-4)
         assert c["grad_norm"] == pytest.approx(p["grad_norm"], rel=1e-3)
