@@ -151,10 +151,7 @@ class NoDuplicatesBatchSampler:
                 row = next(stream, None)
                 if row is None:
                     break
-                if self.keys[row].isdisjoint(used):
-                    batch.append(row)
-                    used.update(self.keys[row])
-                else:
+                if not self._add_if_free(row, batch, used):
                     pending.append(row)
             if not batch:
                 break
@@ -175,13 +172,18 @@ class NoDuplicatesBatchSampler:
             if len(batch) == self.batch_size:
                 waiting.extend(pending[pos:])
                 break
-            if self.keys[row].isdisjoint(used):
-                batch.append(row)
-                used.update(self.keys[row])
-            else:
+            if not self._add_if_free(row, batch, used):
                 waiting.append(row)
         pending[:] = waiting
         return batch, used
+
+    def _add_if_free(self, row: int, batch: list[int], used: set[Hashable]) -> bool:
+        """Add *row* to *batch* if none of its texts is *used* yet; says whether it was."""
+        if not self.keys[row].isdisjoint(used):
+            return False
+        batch.append(row)
+        used.update(self.keys[row])
+        return True
 
     def _merge_single_rows(self, batches: list[list[int]]) -> list[list[int]]:
         """Batches of one row (the rows left at the end, which repeat each other's items)
