@@ -145,3 +145,15 @@ def test_build_sampler_keys_rows_by_all_columns():
     assert all(not {0, 3} <= set(b) for b in sampler)
     config = FitConfig.model_construct(sampler="no_duplicates", loss="SupConLoss", loss_options={})
     assert sampler_kind(config, data) == "no_duplicates"
+
+
+def test_a_lone_row_takes_the_place_of_the_one_row_it_clashes_with():
+    rows = [["a", "x"], ["b", "y"], ["c", "w"], ["d", "x", "w"]]
+    sampler = NoDuplicatesBatchSampler(rows, 2, seed=0)
+    # row 3 clashes with row 2 (the other lone row) and with row 0 only in the full batch;
+    # row 0 fits beside row 2, so row 3 takes its place and no batch holds a single row
+    assert sampler._merge_single_rows([[0, 1], [2], [3]]) == [[1, 3], [2, 0]]
+    # a lone row that clashes with two rows of the only other batch stays alone
+    rows = [["a", "x"], ["b", "y"], ["c", "x", "y"]]
+    sampler = NoDuplicatesBatchSampler(rows, 2, seed=0)
+    assert sampler._merge_single_rows([[0, 1], [2]]) == [[0, 1], [2]]

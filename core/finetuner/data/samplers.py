@@ -99,9 +99,10 @@ class NoDuplicatesBatchSampler:
     (deterministic per ``(seed, epoch)``) and fills batches in one pass: a row that would
     repeat a key of the batch waits in a queue, and waiting rows go first into the following
     batches. Batches are full while the rows allow; the last ones may be smaller. Every row
-    occurs exactly once per epoch. A row left alone at the end joins an earlier batch with room
-    that shares none of its items, where there is one. Data too repetitive for *batch_size*
-    (more than one batch, and more than a tenth of the batches, holding a single row) is a
+    occurs exactly once per epoch. A row left alone at the end joins a batch with room that
+    shares none of its items, or takes the place of the one row it clashes with in a batch,
+    which moves to a third batch it fits. Data too repetitive for *batch_size* (more than two
+    batches, and more than a tenth of the batches, holding a single row) is a
     :class:`~finetuner.errors.DataError`.
     """
 
@@ -158,7 +159,7 @@ class NoDuplicatesBatchSampler:
             batches.append(batch)
         batches = self._merge_single_rows(batches)
         singles = sum(len(batch) == 1 for batch in batches)
-        if singles > max(1, len(batches) // 10):
+        if singles > max(2, len(batches) // 10):
             raise self._too_repetitive()
         return batches
 
@@ -187,26 +188,59 @@ class NoDuplicatesBatchSampler:
 
     def _merge_single_rows(self, batches: list[list[int]]) -> list[list[int]]:
         """Batches of one row (the rows left at the end, which repeat each other's items)
-        moved into an earlier batch with room and none of their items, where there is one."""
-        keys = self.keys
-        kept: list[list[int]] = []
-        for batch in batches:
-            if len(batch) == 1:
-                row = batch[0]
-                home = next(
-                    (
-                        b
-                        for b in kept
-                        if len(b) < self.batch_size
-                        and all(keys[row].isdisjoint(keys[other]) for other in b)
-                    ),
-                    None,
-                )
-                if home is not None:
-                    home.append(row)
+        placed elsewhere where they can be: into an earlier batch with room that shares none of
+        their items, or into a batch where they clash with one row only, which then moves to
+        a third batch with room that it fits."""
+        where = {row: b for b, batch in enumerate(batches) for row in batch}
+        holders: dict[Hashable, list[int]] = {}
+        for row, keys in enumerate(self.keys):
+            for key in keys:
+                holders.setdefault(key, []).append(row)
+
+        def clashes(row: int) -> dict[int, set[int]]:
+            """The rows of each batch that share an item with *row*, by batch."""
+            found: dict[int, set[int]] = {}
+            for key in self.keys[row]:
+                for other in holders[key]:
+                    if other != row:
+                        found.setdefault(where[other], set()).add(other)
+            return found
+
+        def move(row: int, target: int) -> None:
+            batches[where[row]].remove(row)
+            batches[target].append(row)
+            where[row] = target
+
+        def with_room(row: int, excluded: set[int]) -> int | None:
+            found = clashes(row)
+            return next(
+                (
+                    b
+                    for b, batch in enumerate(batches)
+                    if 0 < len(batch) < self.batch_size and b not in excluded and b not in found
+                ),
+                None,
+            )
+
+        for own, batch in enumerate(batches):
+            if len(batch) != 1:
+                continue
+            row = batch[0]
+            target = with_room(row, {own})
+            if target is not None:
+                move(row, target)
+                continue
+            found = clashes(row)
+            for b, clash in found.items():
+                if b == own or len(clash) != 1:
                     continue
-            kept.append(batch)
-        return kept
+                (other,) = clash
+                home = with_room(other, {own, b})
+                if home is not None:
+                    move(other, home)
+                    move(row, b)
+                    break
+        return [batch for batch in batches if batch]
 
     def _too_repetitive(self) -> DataError:
         counts = Counter(key for row in self.keys for key in row)
