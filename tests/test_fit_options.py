@@ -69,6 +69,7 @@ def test_what_a_resumed_run_must_keep():
         "sampler",
         "accumulate_grad_batches",
         "layer_wise_lr_decay",
+        "gather_across_devices",
     )
 
 

@@ -186,17 +186,17 @@ def fit(
     gradient_clip_value: float | None = None,
     gradient_checkpointing: bool = False,
     layer_wise_lr_decay: float | None = None,
+    backend: str = "auto",
+    gather_across_devices: bool = False,
 ) -> Run:
     """Fine-tune *model* on *train_data* and return the finished :class:`~finetuner.runs.Run`.
 
     *model* is a registry name (:func:`describe_models`), a local text model folder or any
     ``torch.nn.Module``; *train_data* and *eval_data* are CSV files, data set names, docarray
-    ``DocList`` objects or lists of ``(item, label)`` pairs. Every other option is described, with
-    its default and limits, by :class:`finetuner.config.FitConfig` (the options table of the
-    documentation is made from it). *resume* continues an interrupted run (its name, a
-    :class:`Run` or its folder) from its latest training checkpoint, with the options it
-    started with.
-
+    ``DocList`` objects or lists of ``(item, label)`` pairs; the other options are described by
+    :class:`finetuner.config.FitConfig`. *resume* continues an interrupted run (a name, a
+    :class:`Run` or a folder) from its latest checkpoint. Under ``torchrun`` every process
+    calls ``fit`` alike and they train together (see the distributed training guide).
     :raises ConfigError: for invalid options, before anything runs.
     :raises DataError: for unusable data, before anything runs.
     """

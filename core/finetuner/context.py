@@ -150,12 +150,21 @@ class TrainingContext:
     """Display name of each model: the registry name (``"mlp"``) or the module's class name."""
     model_modalities: dict[str, str] = field(default_factory=dict)
     """What each model embeds: ``"tensor"``, ``"text"`` or ``"image"``."""
+    rank: int = 0
+    """This process's rank in a distributed fit (0 with one process)."""
+    world_size: int = 1
+    """The number of processes training together (1 with one process)."""
     _encode: Callable[..., np.ndarray] | None = None
     _load_data: Callable[..., Any] | None = None
     _record_examples: Callable[[str, Mapping[str, Any]], None] | None = None
     _save_checkpoint: Callable[[], Any] | None = None
     _skipped: dict[str, int] = field(default_factory=dict)
     _metric_aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_main_process(self) -> bool:
+        """Rank 0: the process that writes the run's records, checkpoints and artifact."""
+        return self.rank == 0
 
     @property
     def model(self) -> torch.nn.Module:

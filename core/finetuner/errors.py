@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DataError",
+    "DistributedError",
     "ExperimentNotFoundError",
     "FinetunerError",
     "PluginError",
@@ -16,6 +17,7 @@ __all__ = [
     "RunFailedError",
     "RunInProgressError",
     "RunNotFoundError",
+    "Terminated",
     "close_matches_hint",
 ]
 
@@ -66,6 +68,18 @@ class RunInProgressError(RunError):
 
 class RunFailedError(RunError):
     """The operation needs a finished run, and this one failed."""
+
+
+class DistributedError(FinetunerError):
+    """A rank of a distributed fit failed, and with it the fit on every rank."""
+
+    def __init__(self, message: str, *, rank: int | None = None):
+        super().__init__(message)
+        self.rank = rank
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to end (SIGTERM): a fit stops as it would on Ctrl-C."""
 
 
 def close_matches_hint(name: str, choices: Iterable[str], *, n: int = 3) -> str:

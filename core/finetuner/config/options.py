@@ -249,6 +249,19 @@ class FitConfig(BaseModel):
         json_schema_extra=_MATCH,
     )
 
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto",
+        description="Under torchrun (or `finetuner fit --nproc N`): the process-group backend, "
+        "`'auto'` (nccl on CUDA, gloo on the CPU), `'gloo'` or `'nccl'`. One process: unused.",
+    )
+    gather_across_devices: bool = Field(
+        False,
+        description="In a distributed fit, in-batch-negative losses score each rank's queries "
+        "against the documents of every rank, and label losses see the whole global batch; "
+        "the gradients are those of one process on the global batch. One process: no effect.",
+        json_schema_extra=_MATCH,
+    )
+
     @field_validator(*_CONTAINER_OPTIONS, mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any, info: Any) -> Any:

@@ -26,7 +26,12 @@ from .convert import align_classes, encodable_values, load_dataset, split_datase
 from .csv_options import CSVOptions, as_csv_options
 from .dataset import IMAGE, KINDS, LABEL_TAG, SCORE_TAG, TENSOR, TEXT, Batch, Column, Dataset
 from .pushed import push_data
-from .samplers import ClassBalancedBatchSampler, NoDuplicatesBatchSampler, RandomBatchSampler
+from .samplers import (
+    ClassBalancedBatchSampler,
+    NoDuplicatesBatchSampler,
+    RandomBatchSampler,
+    ShardedBatchSampler,
+)
 from .store import delete_data, list_data
 
 __all__ = [
@@ -44,6 +49,7 @@ __all__ = [
     "Dataset",
     "NoDuplicatesBatchSampler",
     "RandomBatchSampler",
+    "ShardedBatchSampler",
     "align_classes",
     "as_csv_options",
     "delete_data",

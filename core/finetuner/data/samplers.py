@@ -15,10 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed.env import shard_bounds
 from ..errors import DataError
 from .dataset import Dataset
 
-__all__ = ["ClassBalancedBatchSampler", "NoDuplicatesBatchSampler", "RandomBatchSampler"]
+__all__ = [
+    "ClassBalancedBatchSampler",
+    "NoDuplicatesBatchSampler",
+    "RandomBatchSampler",
+    "ShardedBatchSampler",
+]
 
 
 class RandomBatchSampler:
@@ -263,3 +269,39 @@ def _column_keys(values: Any) -> list[Hashable]:
     if isinstance(values, torch.Tensor):
         return [row.numpy().tobytes() for row in values.detach().cpu()]
     return [v if isinstance(v, str) else np.asarray(v).tobytes() for v in values]
+
+
+class ShardedBatchSampler:
+    """This rank's share of every batch of *inner*, a sampler of global batches (the batch
+    size times the number of ranks): contiguous parts of equal size, the first ranks one item
+    more when a batch does not divide evenly, so the ranks see disjoint items of one seeded
+    order. A global batch with fewer items than ranks (the end of an epoch) is left out, since
+    every rank must train on every step."""
+
+    def __init__(self, inner: Any, rank: int, world_size: int) -> None:
+        self.inner, self.rank, self.world_size = inner, rank, world_size
+        self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch (computed once per epoch)."""
+        if self._cached is None or self._cached[0] != self.epoch:
+            self.inner.set_epoch(self.epoch)
+            shards = []
+            for batch in self.inner:
+                if len(batch) >= self.world_size:
+                    start, stop = shard_bounds(len(batch), self.rank, self.world_size)
+                    shards.append(list(batch[start:stop]))
+            self._cached = (self.epoch, shards)
+        return self._cached[1]
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches():
+            yield list(batch)

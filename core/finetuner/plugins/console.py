@@ -56,6 +56,10 @@ class ConsoleReporter:
         self._epochs = 0
         self._before: dict[str, float] = {}
         self._after: dict[str, float] = {}
+        from ..distributed.env import is_main_process  # here: it imports torch
+
+        self._muted = not is_main_process()
+        """In a distributed fit only rank 0 reports, once for all ranks."""
 
     @property
     def console(self) -> Any:
@@ -66,6 +70,8 @@ class ConsoleReporter:
         return self._console
 
     def _print(self, text: str) -> None:
+        if self._muted:
+            return
         target = self._progress.console if self._progress is not None else self.console
         target.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -74,7 +80,7 @@ class ConsoleReporter:
     def finetuner_on_fit_begin(self, ctx: Any, event: FitStarted) -> None:
         self._epochs = event.epochs
         self._print(f"Finetuning run '{event.run_name}' (experiment '{event.experiment_name}') ...")
-        if self.console.is_terminal:
+        if self.console.is_terminal and not self._muted:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,

@@ -35,13 +35,17 @@ class _Sink:
 
 
 class RunLog:
-    """Writes JSON lines to *path* and hands every record to *on_record* (re-entry is ignored)."""
+    """Writes JSON lines to *path* (when given) and hands every record to *on_record* (re-entry is ignored)."""
 
     def __init__(
-        self, path: Path, on_record: Callable[[str, str, str, dict[str, Any]], None] | None = None
+        self,
+        path: Path | None,
+        on_record: Callable[[str, str, str, dict[str, Any]], None] | None = None,
     ):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8", buffering=1)
+        self._file: Any = None
+        if path is not None:  # None: records only go to *on_record* (ranks other than 0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8", buffering=1)
         self._on_record = on_record
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -66,7 +70,7 @@ class RunLog:
     def _emit(self, _logger: Any, method: str, event_dict: Any) -> Any:
         line = json.dumps(event_dict, default=str, ensure_ascii=False)
         with self._lock:
-            if not self._file.closed:
+            if self._file is not None and not self._file.closed:
                 self._file.write(line + "\n")
         if self._on_record is not None and not getattr(self._local, "inside", False):
             self._local.inside = True
@@ -88,7 +92,7 @@ class RunLog:
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
+            if self._file is not None and not self._file.closed:
                 self._file.flush()
                 self._file.close()
 

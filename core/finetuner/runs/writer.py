@@ -23,7 +23,7 @@ from ..errors import RunError
 from .layout import EXAMPLES_FILE, METRIC_STAGES, SOURCE_FILE, STATUS_FILE, RunStatus, utc_now
 from .run import Run
 
-__all__ = ["RunWriter"]
+__all__ = ["RunWriter", "SilentRunWriter"]
 
 
 class RunWriter:
@@ -195,3 +195,44 @@ class RunWriter:
         """Write the config file's *options* as ``source.yml``, atomically, so that
         ``finetuner resume`` can rebuild the fit from them."""
         atomic_write_text(self._run.path / SOURCE_FILE, dump_yaml(options))
+
+
+class SilentRunWriter(RunWriter):
+    """The writer of a rank other than 0 in a distributed fit: it records nothing, since rank 0
+    writes the run's records once for all ranks."""
+
+    __slots__ = ()
+
+    def set_status(self, status: RunStatus | str, **fields: Any) -> dict[str, Any]:
+        return {}
+
+    def append_metrics(
+        self,
+        stage: str,
+        epoch: int,
+        step: int,
+        metrics: Mapping[str, float],
+        skipped: Mapping[str, int] | None = None,
+    ) -> dict[str, Any]:
+        return {}
+
+    def keep_metrics_through(self, epoch: int, step: int | None = None) -> None:
+        return None
+
+    def record_step(self, record: Mapping[str, Any]) -> None:
+        return None
+
+    def flush_steps(self) -> None:
+        return None
+
+    def keep_steps_through(self, step: int) -> None:
+        return None
+
+    def write_examples(self, examples: Mapping[str, Mapping[str, Any]]) -> None:
+        return None
+
+    def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
+        return None
+
+    def write_source(self, options: Mapping[str, Any]) -> None:
+        return None

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import distributed
 from ..context import TrainingContext
 from ..data import Batch, iterate_batches
 from ..errors import FinetunerError
@@ -189,11 +190,16 @@ class EpochLoop:
     def _after_step(self, progress: EpochProgress) -> None:
         """What plugins asked for during the optimizer step just done."""
         control = self.ctx.control
-        if control._take_evaluation_request():
+        # in a distributed fit rank 0 decides both, since both are collectives
+        if self._main_decides(control._take_evaluation_request()):
             self.publisher.evaluate_and_publish(
                 "step", progress.epoch, train_loss=progress.mean_loss
             )
             self.step.train_mode()
-        reason = control._take_step_checkpoint_request()
+        reason = self._main_decides(control._take_step_checkpoint_request())
         if reason is not None:
             self.save_checkpoint(reason=reason)
+
+    def _main_decides(self, value: Any) -> Any:
+        """Rank 0's *value* on every rank of a distributed fit; *value* with one process."""
+        return distributed.broadcast_object(value) if self.setup.dist.enabled else value

@@ -10,6 +10,8 @@ tells the plugins through ``finetuner_on_exception``.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,19 +19,21 @@ from enum import Enum
 from typing import Any
 
 from ..context import TrainingContext
-from ..errors import PluginError
+from ..errors import PluginError, Terminated
 from ..events import ExceptionRaised
 from ..plugins import FinetunerPluginManager
 from ..runs import RunStatus
 from ..runs.writer import RunWriter
 
 __all__ = [
+    "Blame",
     "Failure",
     "Phase",
     "PhaseTracker",
     "describe_failure",
     "format_reason",
     "record_failure",
+    "terminate_on_sigterm",
 ]
 
 
@@ -70,6 +74,8 @@ class PhaseTracker:
 
 def format_reason(exc: BaseException) -> str:
     """``Type: message`` (or just ``Type``), the reason recorded for a failed run."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
     text = str(exc).strip()
@@ -96,6 +102,37 @@ def describe_failure(
     return Failure(format_reason(exc), plugin, hook, phase)
 
 
+@dataclass(frozen=True)
+class Blame:
+    """In a distributed fit: the rank that failed first, and why."""
+
+    rank: int
+    reason: str
+
+
+@contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """A block in which SIGTERM (``kill``, a launcher tearing the job down) raises
+    :class:`~finetuner.errors.Terminated` once, so the fit fails as on Ctrl-C: recorded, with
+    its plugins told. Outside the main thread signals cannot be caught, and nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal raised
+        if not raised:  # a second signal must not interrupt the recording of the first
+            raised = True
+            raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def record_failure(
     exc: BaseException,
     phase: Phase,
@@ -104,14 +141,22 @@ def record_failure(
     log: Any,
     plugin_manager: FinetunerPluginManager | None = None,
     ctx: TrainingContext | None = None,
+    blame: Blame | None = None,
 ) -> Failure:
     """Record that the fit failed with *exc* in *phase*: the run's status, its log, a note on
-    the exception naming the plugin, and ``finetuner_on_exception``. Nothing here raises: the
-    original exception is what the caller re-raises."""
+    the exception naming the plugin, and ``finetuner_on_exception``. *blame*, in a
+    distributed fit, names the rank that failed and its reason, recorded in place of this
+    rank's own. Nothing here raises: the original exception is what the caller re-raises."""
     failure = describe_failure(exc, phase, plugin_manager)
     if failure.plugin is not None and hasattr(exc, "add_note"):  # Python 3.11+
         exc.add_note(f"raised by plugin '{failure.plugin}' in {failure.hook}")
-    fields = {"reason": failure.reason, "plugin": failure.plugin, "hook": failure.hook}
+    fields: dict[str, Any] = {
+        "reason": failure.reason,
+        "plugin": failure.plugin,
+        "hook": failure.hook,
+    }
+    if blame is not None:
+        fields.update(reason=blame.reason, rank=blame.rank)
     try:
         writer.set_status(RunStatus.FAILED, **fields, phase=phase.value)
     except Exception:  # the run folder may be gone; the caller still gets the error

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..context import TrainingContext
 from ..errors import PluginError
 from ..events import (
@@ -36,7 +37,7 @@ from .artifact import write_fit_artifact
 from .epoch_loop import EpochLoop, EpochProgress
 from .failure import Phase, PhaseTracker
 from .metrics import MetricsPublisher, collect_declarations, resolve_declarations
-from .randomness import restore_rng, seed_everything
+from .randomness import capture_rng, restore_rng, seed_everything
 from .resume import capture_state, restore_state, resumed_progress
 from .services import FitServices
 from .setup import FitSetup
@@ -112,6 +113,8 @@ class FitLoop:
             steps_per_epoch=setup.steps_per_epoch,
             model_names=dict(setup.models.plan.display_names),
             model_modalities=dict(setup.models.plan.modalities),
+            rank=setup.dist.rank,
+            world_size=setup.dist.world_size,
             _encode=services.encode,
             _load_data=services.load_data,
             _record_examples=services.record_examples,
@@ -137,12 +140,13 @@ class FitLoop:
             "after", epoch=max(epochs_done - 1, 0), val_loss=val_after
         )
         duration = time.perf_counter() - started
-        artifact = self._artifact(duration)
-        self._fit_end(artifact, duration)
+        artifact, size = self._artifact(duration)
+        self._fit_end(artifact, size, duration)
         self.writer.set_status(
             RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
         )
         self.log.info("run finished", duration_s=round(duration, 3))
+        distributed.barrier()  # no rank returns before rank 0 has recorded the end
 
     def _configure(self) -> int:
         """``finetuner_configure``, the declarations, and a checkpoint's state on resume;
@@ -213,6 +217,7 @@ class FitLoop:
             ctx.epoch = epoch
             last_metrics = self._epoch(epoch)
             epochs_done = epoch + 1
+            self._adopt_main_stop()
             stop = ctx.control.stop_requested
             self._epoch_end(epoch, last_metrics, stop)
             if stop:
@@ -250,6 +255,16 @@ class FitLoop:
             "epoch", epoch, train_loss=train_loss, val_loss=val_loss
         )
 
+    def _adopt_main_stop(self) -> None:
+        """In a distributed fit, every rank takes rank 0's decision to stop (or go on), so all
+        of them end at the same epoch."""
+        if self.setup.dist.enabled:
+            control = self.ctx.control
+            reason, by = distributed.broadcast_object(
+                (control.stop_reason, control.stop_requested_by)
+            )
+            control.load_state_dict({"stop_reason": reason, "stop_requested_by": by})
+
     def _epoch_end(self, epoch: int, metrics: Mapping[str, float], stop: bool) -> None:
         """``finetuner_on_epoch_end``, then the checkpoint a plugin requested, if none was
         written at this epoch's end."""
@@ -267,8 +282,12 @@ class FitLoop:
                     is_last=stop or epoch == self.setup.config.epochs - 1,
                 ),
             )
-            if control.checkpoint_requested and self._saved_epoch != epoch:
-                self.save_checkpoint(reason=control.checkpoint_reason)
+            wanted = control.checkpoint_requested and self._saved_epoch != epoch
+            reason = control.checkpoint_reason if wanted else None
+            if self.setup.dist.enabled:  # rank 0 decides; writing one is a collective
+                wanted, reason = distributed.broadcast_object((wanted, reason))
+            if wanted:
+                self.save_checkpoint(reason=reason)
             control._clear_checkpoint_request()
 
     def _train_end(self, epochs_done: int) -> None:
@@ -284,9 +303,11 @@ class FitLoop:
                 ),
             )
 
-    def _artifact(self, duration: float) -> Path:
-        with self.phases.enter(Phase.ARTIFACT):
-            return write_fit_artifact(
+    def _artifact(self, duration: float) -> tuple[Path, int]:
+        """Write the artifact (rank 0 only); its path and size, on every rank."""
+
+        def write() -> tuple[str, int]:
+            path = write_fit_artifact(
                 self.setup,
                 self.ctx.run,
                 config=self.ctx.config,
@@ -295,8 +316,13 @@ class FitLoop:
                 duration=duration,
                 log=self.log,
             )
+            return str(path), artifact_size(path)
 
-    def _fit_end(self, artifact: Path, duration: float) -> None:
+        with self.phases.enter(Phase.ARTIFACT):
+            path, size = distributed.run_on_main(write)
+            return Path(path), size
+
+    def _fit_end(self, artifact: Path, size: int, duration: float) -> None:
         run = self.ctx.run
         with self.phases.enter(Phase.FIT_END):
             self.hook.finetuner_on_fit_end(
@@ -306,7 +332,7 @@ class FitLoop:
                     experiment_name=run.experiment_name,
                     duration_s=duration,
                     artifact_path=str(artifact),
-                    artifact_size_bytes=artifact_size(artifact),
+                    artifact_size_bytes=size,
                     metrics_before=frozen_mapping(self.metrics_before),
                     metrics_after=frozen_mapping(self.metrics_after),
                 ),
@@ -325,21 +351,30 @@ class FitLoop:
                 "the group's batches would be lost; call ctx.control.request_step_checkpoint() "
                 "instead, which writes it after the optimizer step."
             )
-        state = capture_state(
-            self.setup,
-            ctx,
-            self.registered,
-            self.metrics_before,
-            progress=progress,
-            precision=self.step.precision,
-        )
+        # every rank's random state goes in; rank 0 writes the checkpoint for all
+        rngs = distributed.all_gather_object(capture_rng())
+
+        def write() -> str:
+            state = capture_state(
+                self.setup,
+                ctx,
+                self.registered,
+                self.metrics_before,
+                progress=progress,
+                precision=self.step.precision,
+                rng_ranks=rngs,
+            )
+            step = ctx.step if progress is not None else None
+            checkpoint = write_checkpoint(ctx.run.checkpoint_dir, ctx.epoch, state, step=step)
+            self.writer.flush_steps()
+            return str(checkpoint.path)
+
+        path = Path(distributed.run_on_main(write))
         step = ctx.step if progress is not None else None
-        checkpoint = write_checkpoint(ctx.run.checkpoint_dir, ctx.epoch, state, step=step)
-        self.writer.flush_steps()
         if progress is None:
             self._saved_epoch = ctx.epoch
         fields: dict[str, Any] = {"reason": reason} if reason else {}
         if step is not None:
             fields["step"] = step
-        self.log.info("checkpoint saved", epoch=ctx.epoch, path=str(checkpoint.path), **fields)
-        return checkpoint.path
+        self.log.info("checkpoint saved", epoch=ctx.epoch, path=str(path), **fields)
+        return path

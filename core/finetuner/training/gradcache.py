@@ -15,6 +15,8 @@ The gradients equal those of the uncached loss; the price is a second forward pa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +84,15 @@ def cached_backward(
     mini_batch_size: int,
     backward: Callable[[torch.Tensor], None],
     device: torch.device,
+    hold: Callable[[str], ContextManager[Any]] | None = None,
 ) -> torch.Tensor:
     """Back-propagate ``loss_fn(*embeddings)`` of a batch (one entry of *columns* per
     column, embedded by the model of *routes*) with GradCache; *backward*
     back-propagates the loss (it may divide or scale it, as the step's precision and
-    accumulation do). Returns the loss, detached."""
+    accumulation do). ``hold(name)``, when given, is a block in which model *name* keeps
+    its gradients to itself: every replay but each model's last runs in it, so a
+    distributed model averages its gradients over the ranks once. Returns the loss,
+    detached."""
     bounds = _bounds(count_rows(columns[0]), mini_batch_size)
     embeddings, states = [], []
     for name, items in zip(routes, columns):
@@ -99,12 +105,17 @@ def cached_backward(
         states.append(column_states)
     loss = loss_fn(*embeddings)
     backward(loss)
-    for name, items, embedding, column_states in zip(routes, columns, embeddings, states):
-        grad = embedding.grad
-        if grad is None:  # the loss does not depend on this column
-            continue
-        for (start, stop), state in zip(bounds, column_states):
+    replays = [
+        (name, items, embedding.grad, column_states)
+        for name, items, embedding, column_states in zip(routes, columns, embeddings, states)
+        if embedding.grad is not None  # None: the loss does not depend on this column
+    ]
+    last = {name: i for i, (name, *_) in enumerate(replays)}
+    for i, (name, items, grad, column_states) in enumerate(replays):
+        for j, ((start, stop), state) in enumerate(zip(bounds, column_states)):
+            final = i == last[name] and j == len(bounds) - 1
             chunk = slice_items(items, start, stop)
-            out = state.replay(lambda: forward(name, chunk))  # noqa: B023 (called at once)
-            out.backward(grad[start:stop])
+            with nullcontext() if hold is None or final else hold(name):
+                out = state.replay(lambda: forward(name, chunk))  # noqa: B023 (called at once)
+                out.backward(grad[start:stop])
     return loss.detach()

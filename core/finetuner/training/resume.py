@@ -35,6 +35,7 @@ __all__ = [
     "choose_seed",
     "find_resumed_run",
     "load_resume_state",
+    "rank_state",
     "restore_state",
     "resumed_progress",
 ]
@@ -101,6 +102,22 @@ def check_resumable_config(
         )
 
 
+def _processes(count: int) -> str:
+    return "1 process" if count == 1 else f"{count} processes"
+
+
+def _launch(count: int) -> str:
+    if count == 1:
+        return "one process (no torchrun)"
+    return f"{count} processes (torchrun --nproc-per-node {count}, or --nproc {count})"
+
+
+def rank_state(state: Mapping[str, Any], rank: int) -> dict[str, Any]:
+    """*state* as rank *rank* restores it: with its own random generators' state."""
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    return {**state, "rng": ranks[rank]}
+
+
 def _shape_mismatch(mine: dict[str, tuple], theirs: dict[str, tuple]) -> str:
     missing = sorted(set(mine) ^ set(theirs))
     if missing:
@@ -109,10 +126,18 @@ def _shape_mismatch(mine: dict[str, tuple], theirs: dict[str, tuple]) -> str:
     return f"different shapes: {', '.join(f'{k} {theirs[k]} vs {mine[k]}' for k in shapes[:4])}"
 
 
-def load_resume_state(run: Run, models: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's latest checkpoint, checked against *models* (names and shapes)."""
+def load_resume_state(run: Run, models: Mapping[str, Any], world_size: int = 1) -> dict[str, Any]:
+    """The run's latest checkpoint, checked against *models* (names and shapes) and the
+    number of processes (*world_size*) that wrote it."""
     latest = list_checkpoints(run.checkpoint_dir)[-1]
     state = load_checkpoint(latest)
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world_size:
+        raise ConfigError(
+            f"run '{run.name}' was trained by {_processes(saved_world)} and this resume runs "
+            f"{_processes(world_size)}; the shards of every batch and the random state of each "
+            f"rank depend on it. Resume with {_launch(saved_world)}."
+        )
     saved = state["models"]
     for name, module in models.items():
         if name not in saved:
@@ -139,9 +164,12 @@ def capture_state(
     *,
     progress: EpochProgress | None = None,
     precision: StepPrecision | None = None,
+    rng_ranks: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything a resumed run needs: at the end of epoch ``ctx.epoch``, or within it after
-    *progress*'s latest optimizer step."""
+    *progress*'s latest optimizer step. *rng_ranks*: in a distributed fit, the random
+    generators' state of every rank, in rank order (this rank's otherwise)."""
+    rngs = list(rng_ranks) if rng_ranks is not None else [capture_rng()]
     return {
         "epoch": ctx.epoch,
         "step": ctx.step,
@@ -153,7 +181,9 @@ def capture_state(
         "scheduler": _optional_state(setup.scheduler),
         "loss": setup.loss.state_dict(),
         "precision": precision.state_dict() if precision is not None else {},
-        "rng": capture_rng(),
+        "rng": rngs[0],
+        "rng_ranks": rngs,
+        "world_size": setup.dist.world_size,
         "control": ctx.control.state_dict(),
         "plugins": {
             reg.name: reg.plugin.state_dict()

@@ -9,6 +9,7 @@ from ..data import (
     Dataset,
     NoDuplicatesBatchSampler,
     RandomBatchSampler,
+    ShardedBatchSampler,
 )
 from ..errors import ConfigError
 from .losses import CLASSIFICATION_LOSSES, uses_in_batch_negatives
@@ -17,7 +18,9 @@ __all__ = ["DEFAULT_BATCH_SIZE", "Sampler", "batch_size_for", "build_sampler", "
 
 DEFAULT_BATCH_SIZE = 32
 
-Sampler = ClassBalancedBatchSampler | NoDuplicatesBatchSampler | RandomBatchSampler
+Sampler = (
+    ClassBalancedBatchSampler | NoDuplicatesBatchSampler | RandomBatchSampler | ShardedBatchSampler
+)
 
 
 def batch_size_for(config: FitConfig, data: Dataset) -> int:
@@ -46,12 +49,25 @@ def sampler_kind(config: FitConfig, data: Dataset) -> str:
 
 
 def build_sampler(
-    kind: str, data: Dataset, batch_size: int, num_items_per_class: int, seed: int
+    kind: str,
+    data: Dataset,
+    batch_size: int,
+    num_items_per_class: int,
+    seed: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Sampler:
-    """Batches of *data* of *kind*; the order of each epoch depends only on (seed, epoch)."""
+    """Batches of *data* of *kind*; the order of each epoch depends only on (seed, epoch).
+    With several ranks, *batch_size* is each rank's: the batches of ``batch_size *
+    world_size`` items are drawn once, and each rank takes its part of every one."""
+    size = min(batch_size * world_size, len(data))
+    inner: Sampler
     if kind == "class":
         assert data.labels is not None
-        return ClassBalancedBatchSampler(data.labels, batch_size, num_items_per_class, seed)
-    if kind == "no_duplicates":
-        return NoDuplicatesBatchSampler.from_dataset(data, min(batch_size, len(data)), seed)
-    return RandomBatchSampler(len(data), min(batch_size, len(data)), seed)
+        inner = ClassBalancedBatchSampler(data.labels, size, num_items_per_class, seed)
+    elif kind == "no_duplicates":
+        inner = NoDuplicatesBatchSampler.from_dataset(data, size, seed)
+    else:
+        inner = RandomBatchSampler(len(data), size, seed)
+    return ShardedBatchSampler(inner, rank, world_size) if world_size > 1 else inner

@@ -1,5 +1,9 @@
 """What ``ctx`` does for plugins during a fit: encode data with the current weights, load data
-the way the fit does, and record example results in the run."""
+the way the fit does, and record example results in the run.
+
+In a distributed fit ``ctx.encode`` is a collective: each rank encodes its part of the data and
+every rank gets all the vectors, so every rank computes the same metrics. Plugins call it on
+every rank (hooks run on every rank, with the same events)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..data import TENSOR, Dataset, encodable_values, load_dataset
+from ..distributed import gather_array_rows, shard_bounds
 from ..encoding import encode_items
 from ..errors import ConfigError
 from ..models.prompts import with_prompt
@@ -50,7 +55,12 @@ class FitServices:
         else:
             dataset = data if isinstance(data, Dataset) else self.load_data(data, "data")
             values = dataset.column(modality if modality != TENSOR else None).columns[0].values
-        return encode_items(
+        dist = self.setup.dist
+        shard = dist.enabled and len(values) >= dist.world_size
+        if shard:  # each rank encodes its part; all of them get every vector
+            start, stop = shard_bounds(len(values), dist.rank, dist.world_size)
+            values = values[start:stop]
+        vectors = encode_items(
             models.modules[name],
             with_prompt(models.preprocessors[name], models.metadata[name].get("options"), prompt),
             values,
@@ -59,6 +69,7 @@ class FitServices:
             num_workers=num_workers,
             precision=self.setup.config.precision,
         )
+        return gather_array_rows(vectors) if shard else vectors
 
     def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
         self.writer.record_examples(stage, examples)

@@ -10,7 +10,7 @@ models' initial weights are drawn from *seed* inside :func:`~.randomness.seeded`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,8 +19,9 @@ from torch import nn
 from ..callback import Callback
 from ..config import FitConfig, recorded_options
 from ..data import Collate, Dataset
+from ..distributed import DistributedEnv
 from ..encoding import check_precision, resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..models import get_spec
 from ..models.onnx import require_onnx
 from ..models.prompts import column_roles, with_prompt
@@ -69,6 +70,8 @@ class FitSetup:
     sampler_kind: str
     sampler: Sampler
     callbacks: list[Any]
+    dist: DistributedEnv = field(default_factory=DistributedEnv)
+    """The ranks training together (one, unless started by torchrun)."""
 
     @property
     def batches_per_epoch(self) -> int:
@@ -163,14 +166,16 @@ def _collate(models: ModelSet, routes: list[str], train: Dataset) -> Collate:
     )
 
 
-def build_setup(config: FitConfig, *, seed: int) -> FitSetup:
-    """Build everything *config* trains with; the models' initial weights come from *seed*."""
+def build_setup(config: FitConfig, *, seed: int, dist: DistributedEnv | None = None) -> FitSetup:
+    """Build everything *config* trains with; the models' initial weights come from *seed*.
+    *dist*: the ranks of a distributed fit, each of which builds the same set-up and trains
+    on its share of every batch."""
     with seeded(seed):
-        return _build(config, seed)
+        return _build(config, seed, dist or DistributedEnv())
 
 
-def _build(config: FitConfig, seed: int) -> FitSetup:
-    device = resolve_device(config.device)
+def _build(config: FitConfig, seed: int, dist: DistributedEnv) -> FitSetup:
+    device = dist.device_for(resolve_device(config.device))
     check_precision(config.precision, device)
     _check_names(config)
     config, train, evaluation = load_fit_data(config, seed)  # the config with its loss resolved
@@ -186,7 +191,20 @@ def _build(config: FitConfig, seed: int) -> FitSetup:
     loss_optimizer = build_loss_optimizer(config, loss)
     batch_size = batch_size_for(config, train)
     kind = sampler_kind(config, train)
-    sampler = build_sampler(kind, train, batch_size, config.num_items_per_class, seed)
+    sampler = build_sampler(
+        kind,
+        train,
+        batch_size,
+        config.num_items_per_class,
+        seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+    if len(sampler) == 0:
+        raise DataError(
+            f"train_data has {len(train)} rows, too few for {dist.world_size} processes "
+            "(each needs at least one row of every batch); add data or use fewer processes."
+        )
     optimizer = build_optimizer_for(config, list(models.modules.values()), loss)
     scheduler, scheduler_step = build_scheduler_for(
         config, optimizer, steps_for(len(sampler), config.accumulate_grad_batches)
@@ -213,4 +231,5 @@ def _build(config: FitConfig, seed: int) -> FitSetup:
         sampler_kind=kind,
         sampler=sampler,
         callbacks=callbacks,
+        dist=dist,
     )

@@ -9,11 +9,16 @@ hands it batches and reads back the loss.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..data import Batch
 from ..encoding import to_device
@@ -60,6 +65,41 @@ class TrainingStep:
         self.parameters = [
             p for optimizer in self.optimizers for g in optimizer.param_groups for p in g["params"]
         ]
+        self.world_size = setup.dist.world_size
+        unused = self._unused_parameters(setup) if self.world_size > 1 else set()
+        self.trained = _data_parallel(self.models, setup.device, self.world_size, unused)
+        """The models the training forward runs through: each in DistributedDataParallel in
+        a distributed fit (the others, such as validation, use the plain modules)."""
+        self.unsynced = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        """Trainable parameters outside every DDP module, whose gradients the step averages
+        over the ranks itself (a loss's own, such as CLIP's temperature)."""
+
+    def _unused_parameters(self, setup: FitSetup) -> set[str]:
+        """The models that hold trainable parameters their embeddings do not use (a pooler),
+        found with two rows of the training data: DDP must look for those at every step. The
+        probe runs in eval mode with the random state put back, so it changes nothing."""
+        batch = setup.collate(setup.train_data.take(list(range(min(2, len(setup.train_data))))))
+        modes = {name: m.training for name, m in self.models.items()}
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                for module in self.models.values():
+                    module.eval()
+                total = sum(
+                    self.models[name](to_device(items, self.device)).float().sum()
+                    for name, items in zip(self.routes, batch.items)
+                )
+                assert isinstance(total, torch.Tensor)
+                total.backward()
+            return {
+                name
+                for name, module in self.models.items()
+                if any(p.requires_grad and p.grad is None for p in module.parameters())
+            }
+        finally:
+            for name, module in self.models.items():
+                module.train(modes[name])
+                module.zero_grad(set_to_none=True)
 
     def embed(self, batch: Batch) -> list[torch.Tensor]:
         """Each column of *batch* embedded by its model, in the step's precision; float16 and
@@ -68,8 +108,9 @@ class TrainingStep:
         return [self._forward(name, items) for name, items in zip(self.routes, batch.items)]
 
     def _forward(self, name: str, items: Any) -> torch.Tensor:
+        module = self.trained[name] if torch.is_grad_enabled() else self.models[name]
         with self.precision.autocast():
-            out = self.models[name](to_device(items, self.device))
+            out = module(to_device(items, self.device))
         return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -97,9 +138,13 @@ class TrainingStep:
         if position == 0:
             for optimizer in self.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-        value = self._backward(batch, group)
-        if position < group - 1:
+        last = position == group - 1
+        # gradients are averaged over the ranks once per optimizer step, at its last batch
+        with nullcontext() if last else self._no_sync(self.trained):
+            value = self._backward(batch, group, sync=last)
+        if not last:
             return StepOutcome(value)
+        self._average_unsynced()
         if not math.isfinite(value) and self.precision.scaler is None:
             return StepOutcome(value)  # the epoch loop fails the run
         norm = self._clip()
@@ -108,9 +153,11 @@ class TrainingStep:
             self.scheduler.step()
         return StepOutcome(value, grad_norm=norm, skipped=not stepped)
 
-    def _backward(self, batch: Batch, group: int) -> float:
-        """Back-propagate the loss of *batch* (divided by *group*); returns the loss. A cached
-        loss (one with a ``mini_batch_size``) back-propagates with GradCache."""
+    def _backward(self, batch: Batch, group: int, sync: bool = True) -> float:
+        """Back-propagate the loss of *batch* (divided by *group*); returns the loss (in a
+        distributed fit, its mean over the ranks). A cached loss (one with a
+        ``mini_batch_size``) back-propagates with GradCache; when the gradients are to be
+        averaged (*sync*), only each model's last replayed mini-batch does so."""
 
         def backward(loss: torch.Tensor) -> None:
             self.precision.backward(loss / group if group > 1 else loss)
@@ -124,11 +171,36 @@ class TrainingStep:
                 mini_batch_size=self.mini_batch_size,
                 backward=backward,
                 device=self.device,
+                hold=(lambda name: self._no_sync([name])) if sync else None,
             )
         else:
             loss = self.loss(batch)
             backward(loss)
-        return float(loss.item())
+        return self._mean_over_ranks(loss.detach())
+
+    def _no_sync(self, names: Iterable[str]) -> ContextManager[Any]:
+        """A block in which the DDP models of *names* keep their gradients to themselves."""
+        stack = ExitStack()
+        for name in names:
+            module = self.trained.get(name)
+            if isinstance(module, DistributedDataParallel):
+                stack.enter_context(module.no_sync())
+        return stack
+
+    def _average_unsynced(self) -> None:
+        if self.world_size == 1:
+            return
+        for param in self.unsynced:
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world_size
+
+    def _mean_over_ranks(self, loss: torch.Tensor) -> float:
+        if self.world_size == 1:
+            return float(loss.item())
+        value = loss.reshape(1).to(torch.float64)
+        dist.all_reduce(value)
+        return float(value.item()) / self.world_size
 
     def _clip(self) -> float:
         """Unscale the gradients, measure their total norm, then clip them as configured;
@@ -159,6 +231,23 @@ class TrainingStep:
 
     def __repr__(self) -> str:
         return f"TrainingStep(models={list(self.models)}, optimizers={len(self.optimizers)})"
+
+
+def _data_parallel(
+    models: dict[str, nn.Module], device: torch.device, world_size: int, unused: set[str]
+) -> dict[str, nn.Module]:
+    """*models*, each with trainable parameters wrapped in DDP when there are several ranks;
+    the models named in *unused* hold parameters their embeddings leave out, which DDP then
+    looks for at every step (``find_unused_parameters``)."""
+    if world_size == 1:
+        return dict(models)
+    ids = [device.index] if device.type == "cuda" else None
+    return {
+        name: DistributedDataParallel(module, device_ids=ids, find_unused_parameters=name in unused)
+        if any(p.requires_grad for p in module.parameters())
+        else module
+        for name, module in models.items()
+    }
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..config import FitConfig
 from ..context import TrainingContext
+from ..encoding import resolve_device
+from ..errors import DistributedError
 from ..events import LogRecorded, frozen_mapping
 from ..plugins import FinetunerPluginManager, Registered, build_plugin_manager
 from ..runs import Run, RunStatus, create_run
 from ..runs.log import RunLog
-from ..runs.writer import RunWriter
-from .failure import Phase, PhaseTracker, record_failure
+from ..runs.writer import RunWriter, SilentRunWriter
+from .failure import Phase, PhaseTracker, record_failure, terminate_on_sigterm
 from .fit_loop import FitLoop
-from .resume import check_resumable_config, choose_seed, find_resumed_run, load_resume_state
+from .ranks import record_rank_failure
+from .resume import (
+    check_resumable_config,
+    choose_seed,
+    find_resumed_run,
+    load_resume_state,
+    rank_state,
+)
 from .setup import FitSetup, build_setup
 
 __all__ = ["Trainer"]
@@ -35,32 +46,60 @@ class Trainer:
     ) -> None:
         self.config = config
         self.source = source
-        self.resumed: Run | None = find_resumed_run(resume, config) if resume is not None else None
-        self.setup: FitSetup = build_setup(config, seed=choose_seed(config, self.resumed))
+        # Under torchrun: join the ranks; rank 0 finds the run and the seed, for all of them.
+        self.dist = distributed.start(config.backend, resolve_device(config.device))
+        self.resumed: Run | None = (
+            distributed.run_on_main(lambda: find_resumed_run(resume, config))
+            if resume is not None
+            else None
+        )
+        seed = distributed.run_on_main(lambda: choose_seed(config, self.resumed))
+        self.setup: FitSetup = build_setup(config, seed=seed, dist=self.dist)
 
     def _open_run(self) -> tuple[Run, dict[str, Any]]:
-        """The resumed run, or a new one; and the config record with the run's names."""
+        """The resumed run, or a new one (created by rank 0, shared with the other ranks); and
+        the config record with the run's names."""
         config = self.setup.recorded_config()
-        if self.resumed is not None:
-            run = self.resumed
-            check_resumable_config(run, run.config, config)
-            config["run_name"], config["experiment_name"] = run.name, run.experiment_name
-            return run, config
-        cfg = self.config
-        run = create_run(
-            config,
-            run_name=cfg.run_name,
-            experiment_name=cfg.experiment_name,
-            runs_dir=cfg.runs_dir,
-        )
-        config["run_name"] = run.name
-        return run, config
+
+        def open_on_main() -> tuple[str, str, str]:
+            if self.resumed is not None:
+                run = self.resumed
+                check_resumable_config(run, run.config, config)
+            else:
+                cfg = self.config
+                run = create_run(
+                    config,
+                    run_name=cfg.run_name,
+                    experiment_name=cfg.experiment_name,
+                    runs_dir=cfg.runs_dir,
+                )
+            return str(run.path), run.name, run.experiment_name
+
+        path, name, experiment = distributed.run_on_main(open_on_main)
+        config["run_name"], config["experiment_name"] = name, experiment
+        return (self.resumed if self.dist.is_main and self.resumed else Run(Path(path))), config
+
+    def _resume_state(self, run: Run) -> dict[str, Any] | None:
+        """The checkpoint to resume from, loaded by rank 0 and sent to every rank, each with
+        its own random state."""
+        if self.resumed is None:
+            return None
+        models, world = self.setup.models.modules, self.dist.world_size
+        state = distributed.run_on_main(lambda: load_resume_state(run, models, world))
+        return rank_state(state, self.dist.rank)
 
     def run(self) -> Run:
-        """Train, write the artifact, and return the finished run; on any error the run is
-        marked ``FAILED`` (with the reason, plugin, hook and phase) and the error re-raised."""
+        """Train, write the artifact, and return the finished run; on any error (SIGTERM
+        included) the run is marked ``FAILED`` (with the reason, plugin, hook and phase, and in
+        a distributed fit the rank that failed) and the error re-raised."""
+        with terminate_on_sigterm():
+            return self._run()
+
+    def _run(self) -> Run:
         run, config = self._open_run()
-        writer, runlog = RunWriter(run), RunLog(run.log_path)
+        main = self.dist.is_main
+        writer = RunWriter(run) if main else SilentRunWriter(run)
+        runlog = RunLog(run.log_path if main else None)
         if self.resumed is None and self.source is not None:
             writer.write_source(self.source)  # what `finetuner resume` rebuilds the fit from
         log = runlog.logger("finetuner.trainer")
@@ -69,7 +108,7 @@ class Trainer:
         loop: FitLoop | None = None
         started = time.perf_counter()
         try:
-            state = load_resume_state(run, self.setup.models.modules) if self.resumed else None
+            state = self._resume_state(run)
             writer.set_status(
                 RunStatus.STARTED, resumed_from_epoch=state["epoch"] if state else None
             )
@@ -94,7 +133,20 @@ class Trainer:
             loop.run(started)
         except BaseException as exc:
             ctx = loop.ctx if loop is not None else None
-            record_failure(exc, phases.current, writer=writer, log=log, plugin_manager=pm, ctx=ctx)
+            blame = record_rank_failure(exc, self.dist, run)
+            record_failure(
+                exc,
+                phases.current,
+                writer=writer,
+                log=log,
+                plugin_manager=pm,
+                ctx=ctx,
+                blame=blame,
+            )
+            if blame is not None and blame.rank != self.dist.rank:
+                raise DistributedError(
+                    f"rank {blame.rank} failed: {blame.reason}", rank=blame.rank
+                ) from exc
             raise
         finally:
             runlog.close()
