@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..errors import FinetunerError
+from ..errors import FinetunerError, Terminated
 from .commands import add_builtin_commands, add_store_commands
 from .listing import add_plugins_command
 from .mining import add_mine_command
@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
+        args.debug = debug
         if not getattr(args, "handler", None):
             parser.print_help()
             return 0
@@ -63,19 +64,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FinetunerError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        if _speaks():
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `finetuner runs | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Terminated:
+        if _speaks():
+            print("error: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if _speaks():
+            print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        if not _speaks():
+            return 1
         print(
             f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
+
+
+def _speaks() -> bool:
+    """Whether this process reports errors: in a distributed fit only rank 0 does (it names
+    the rank that failed), so the terminal gets one line, not one per rank."""
+    return os.environ.get("WORLD_SIZE", "1") in ("", "1") or os.environ.get("RANK", "0") == "0"

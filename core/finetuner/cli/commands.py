@@ -15,7 +15,32 @@ from ..errors import RunError
 __all__ = ["add_builtin_commands", "add_store_commands"]
 
 
+def _relaunched(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """With ``--nproc N`` (N > 1): the command run as N ranks, and their exit status."""
+    from .launch import check_nproc, launch
+
+    check_nproc(args.nproc)
+    if args.nproc == 1:
+        return None
+    for flag, value in (("--runs-dir", args.runs_dir), ("--experiment", args.experiment)):
+        if value:
+            argv += [flag, value]
+    return launch(args.nproc, argv, debug=args.debug)
+
+
+def _finished(run: Any) -> int:
+    from ..distributed import is_main_process
+
+    if is_main_process():  # one line for the whole distributed fit
+        print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
+    argv = ["fit", args.config] + (["--run-name", args.run_name] if args.run_name else [])
+    status = _relaunched(args, argv)
+    if status is not None:
+        return status
     from ..config import load_fit_config
     from ..training import Trainer
 
@@ -25,12 +50,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "experiment_name": args.experiment,
     }
     config, source = load_fit_config(args.config, overrides, with_source=True)
-    run = Trainer(config, source=source).run()
-    print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
-    return 0
+    return _finished(Trainer(config, source=source).run())
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    status = _relaunched(args, ["resume", args.run])
+    if status is not None:
+        return status
     import yaml
 
     from ..config import fit_config_from_options
@@ -47,9 +73,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         )
     source = yaml.safe_load(source_file.read_text(encoding="utf-8")) or {}
     config = fit_config_from_options(source, origin=str(source_file))
-    run = Trainer(config, resume=run).run()
-    print(f"run '{run.name}' (experiment '{run.experiment_name}') finished: {run.path}")
-    return 0
+    return _finished(Trainer(config, resume=run).run())
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -155,6 +179,17 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_nproc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine (torch's elastic launcher, as torchrun "
+        "--standalone --nproc-per-node N); batch_size is per process",
+    )
+
+
 def add_builtin_commands(sub: Any) -> None:
     """Add the core's commands (all but ``plugins``, see :mod:`.listing`) to *sub*."""
     fit = sub.add_parser("fit", help="fine-tune with the options of a YAML config file")
@@ -164,12 +199,14 @@ def add_builtin_commands(sub: Any) -> None:
     )
     fit.add_argument("--run-name", help="name of the run (overrides the file)")
     fit.add_argument("--experiment", help="experiment name (overrides the file)")
+    _add_nproc(fit)
     fit.set_defaults(handler=_cmd_fit)
 
     resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     resume.add_argument("run", help="name of the run")
     resume.add_argument("--experiment")
     resume.add_argument("--runs-dir")
+    _add_nproc(resume)
     resume.set_defaults(handler=_cmd_resume)
 
     demo = sub.add_parser(

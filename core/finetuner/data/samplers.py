@@ -97,7 +97,34 @@ class ClassBalancedBatchSampler:
             yield batch
 
 
-class NoDuplicatesBatchSampler:
+class _PlannedEpochs:
+    """A sampler whose batches of each epoch are planned whole, once, when first asked for:
+    ``len`` is then exact, and iterating twice gives the same batches."""
+
+    epoch: int
+    _cached: tuple[int, list[list[int]]] | None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """The batches of the current epoch (computed once per epoch)."""
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self._plan(self.epoch))
+        return self._cached[1]
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches():
+            yield list(batch)
+
+
+class NoDuplicatesBatchSampler(_PlannedEpochs):
     """Shuffled batches in which no key (a text, an image path, a tensor's bytes) occurs in
     two rows, so in-batch negatives are never copies of a row's query or positive.
 
@@ -130,22 +157,6 @@ class NoDuplicatesBatchSampler:
         """A sampler over the rows of *data*, keyed by the items of all its columns."""
         columns = [_column_keys(column.values) for column in data.columns]
         return cls(list(zip(*columns)), batch_size, seed, source=data.source)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> list[list[int]]:
-        """The batches of the current epoch (computed once per epoch)."""
-        if self._cached is None or self._cached[0] != self.epoch:
-            self._cached = (self.epoch, self._plan(self.epoch))
-        return self._cached[1]
-
-    def __len__(self) -> int:
-        return len(self.batches())
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches():
-            yield list(batch)
 
     def _plan(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -271,7 +282,7 @@ def _column_keys(values: Any) -> list[Hashable]:
     return [v if isinstance(v, str) else np.asarray(v).tobytes() for v in values]
 
 
-class ShardedBatchSampler:
+class ShardedBatchSampler(_PlannedEpochs):
     """This rank's share of every batch of *inner*, a sampler of global batches (the batch
     size times the number of ranks): contiguous parts of equal size, the first ranks one item
     more when a batch does not divide evenly, so the ranks see disjoint items of one seeded
@@ -281,27 +292,13 @@ class ShardedBatchSampler:
     def __init__(self, inner: Any, rank: int, world_size: int) -> None:
         self.inner, self.rank, self.world_size = inner, rank, world_size
         self.epoch = 0
-        self._cached: tuple[int, list[list[int]]] | None = None
+        self._cached = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def _plan(self, epoch: int) -> list[list[int]]:
         self.inner.set_epoch(epoch)
-
-    def batches(self) -> list[list[int]]:
-        """This rank's batches of the current epoch (computed once per epoch)."""
-        if self._cached is None or self._cached[0] != self.epoch:
-            self.inner.set_epoch(self.epoch)
-            shards = []
-            for batch in self.inner:
-                if len(batch) >= self.world_size:
-                    start, stop = shard_bounds(len(batch), self.rank, self.world_size)
-                    shards.append(list(batch[start:stop]))
-            self._cached = (self.epoch, shards)
-        return self._cached[1]
-
-    def __len__(self) -> int:
-        return len(self.batches())
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches():
-            yield list(batch)
+        shards = []
+        for batch in self.inner:
+            if len(batch) >= self.world_size:
+                start, stop = shard_bounds(len(batch), self.rank, self.world_size)
+                shards.append(list(batch[start:stop]))
+        return shards

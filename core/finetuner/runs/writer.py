@@ -203,36 +203,29 @@ class SilentRunWriter(RunWriter):
 
     __slots__ = ()
 
-    def set_status(self, status: RunStatus | str, **fields: Any) -> dict[str, Any]:
+    def set_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {}
 
-    def append_metrics(
-        self,
-        stage: str,
-        epoch: int,
-        step: int,
-        metrics: Mapping[str, float],
-        skipped: Mapping[str, int] | None = None,
-    ) -> dict[str, Any]:
+    def append_metrics(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {}
 
-    def keep_metrics_through(self, epoch: int, step: int | None = None) -> None:
+    def keep_metrics_through(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def record_step(self, record: Mapping[str, Any]) -> None:
+    def record_step(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def flush_steps(self) -> None:
         return None
 
-    def keep_steps_through(self, step: int) -> None:
+    def keep_steps_through(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def write_examples(self, examples: Mapping[str, Mapping[str, Any]]) -> None:
+    def write_examples(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
+    def record_examples(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def write_source(self, options: Mapping[str, Any]) -> None:
+    def write_source(self, *args: Any, **kwargs: Any) -> None:
         return None

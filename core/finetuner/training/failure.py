@@ -104,10 +104,14 @@ def describe_failure(
 
 @dataclass(frozen=True)
 class Blame:
-    """In a distributed fit: the rank that failed first, and why."""
+    """In a distributed fit: the rank that failed first, and its :class:`Failure` (or just a
+    reason, for a rank that ended without saying why)."""
 
     rank: int
     reason: str
+    plugin: str | None = None
+    hook: str | None = None
+    phase: str | None = None
 
 
 @contextmanager
@@ -155,14 +159,16 @@ def record_failure(
         "plugin": failure.plugin,
         "hook": failure.hook,
     }
+    phase_name = phase.value
     if blame is not None:
-        fields.update(reason=blame.reason, rank=blame.rank)
+        fields.update(reason=blame.reason, plugin=blame.plugin, hook=blame.hook, rank=blame.rank)
+        phase_name = blame.phase or phase_name
     try:
-        writer.set_status(RunStatus.FAILED, **fields, phase=phase.value)
+        writer.set_status(RunStatus.FAILED, **fields, phase=phase_name)
     except Exception:  # the run folder may be gone; the caller still gets the error
         pass
     try:
-        log.error("run failed", **fields, phase=phase.value)
+        log.error("run failed", **fields, phase=phase_name)
     except Exception:
         pass
     if plugin_manager is not None and ctx is not None:

@@ -9,6 +9,8 @@ rank 0 itself is the one gone, the next rank on its host records the failure in 
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from .. import distributed
@@ -16,12 +18,9 @@ from ..distributed import DistributedEnv
 from ..errors import Terminated
 from ..runs import Run, RunStatus
 from ..runs.writer import RunWriter
-from .failure import Blame, format_reason
+from .failure import Blame, Failure
 
 __all__ = ["is_peer_failure", "record_rank_failure"]
-
-_PEER = "peer: "
-"""Prefix of a reported reason that only echoes another rank's failure."""
 
 
 def is_peer_failure(exc: BaseException) -> bool:
@@ -46,35 +45,79 @@ def _lost(env: DistributedEnv, rank: int) -> str:
     )
 
 
-def _blame(env: DistributedEnv, own: str, exc: BaseException) -> Blame:
+def _own(env: DistributedEnv, failure: Failure) -> Blame:
+    return Blame(env.rank, failure.reason, failure.plugin, failure.hook, failure.phase.value)
+
+
+def _reported(rank: int, text: str) -> Blame | None:
+    """A rank's report, unless it only echoes another rank's failure."""
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(report, dict) or report.get("peer"):
+        return None
+    return Blame(
+        rank,
+        str(report.get("reason")),
+        report.get("plugin"),
+        report.get("hook"),
+        report.get("phase"),
+    )
+
+
+def _blame(env: DistributedEnv, failure: Failure, exc: BaseException) -> Blame:
     """The first rank that failed of its own accord, else one that is gone, else this one."""
     if not is_peer_failure(exc):
-        return Blame(env.rank, own)
-    for rank, reason in sorted(distributed.reported_failures().items()):
-        if rank != env.rank and not reason.startswith(_PEER):
-            return Blame(rank, reason)
+        return _own(env, failure)
+    for rank, text in sorted(distributed.reported_failures().items()):
+        found = _reported(rank, text) if rank != env.rank else None
+        if found is not None:
+            return found
     gone = distributed.lost_peers(env)
     if gone:
         return Blame(gone[0], _lost(env, gone[0]))
-    return Blame(env.rank, f"{own} (another rank may have failed first)")
+    own = _own(env, failure)
+    return Blame(
+        env.rank,
+        f"{own.reason} (another rank may have failed first)",
+        own.plugin,
+        own.hook,
+        own.phase,
+    )
 
 
-def record_rank_failure(exc: BaseException, env: DistributedEnv, run: Run) -> Blame | None:
-    """In a distributed fit: tell the other ranks why this one fails, and return whom rank 0
-    records as the cause. A rank other than 0 records the failure in the run itself only when
-    rank 0's process is gone. With one process: ``None``."""
+def record_rank_failure(
+    exc: BaseException, failure: Failure, env: DistributedEnv, run: Run
+) -> Blame | None:
+    """In a distributed fit: tell the other ranks why this one fails (*failure*), and return
+    whom rank 0 records as the cause. A rank other than 0 records the failure in the run
+    itself only when rank 0's process is gone. With one process: ``None``."""
     if not env.enabled:
         return None
-    own = format_reason(exc)
-    distributed.report_failure((_PEER if is_peer_failure(exc) else "") + own)
-    blame = _blame(env, own, exc)
+    report = {
+        "reason": failure.reason,
+        "plugin": failure.plugin,
+        "hook": failure.hook,
+        "phase": failure.phase.value,
+        "peer": is_peer_failure(exc),
+    }
+    distributed.report_failure(json.dumps(report))
+    blame = _blame(env, failure, exc)
     if env.is_main:
         return blame
     gone = distributed.lost_peers(env)
     survivors = [r for r in range(env.world_size) if r not in gone]
     if 0 in gone and survivors and survivors[0] == env.rank and run.path.is_dir():
         try:
-            RunWriter(run).set_status(RunStatus.FAILED, reason=blame.reason, rank=blame.rank)
+            RunWriter(run).set_status(
+                RunStatus.FAILED,
+                reason=blame.reason,
+                plugin=blame.plugin,
+                hook=blame.hook,
+                phase=blame.phase,
+                rank=blame.rank,
+            )
         except Exception:  # recording is best effort; the error itself still propagates
             pass
     return blame

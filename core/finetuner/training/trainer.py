@@ -22,7 +22,13 @@ from ..plugins import FinetunerPluginManager, Registered, build_plugin_manager
 from ..runs import Run, RunStatus, create_run
 from ..runs.log import RunLog
 from ..runs.writer import RunWriter, SilentRunWriter
-from .failure import Phase, PhaseTracker, record_failure, terminate_on_sigterm
+from .failure import (
+    Phase,
+    PhaseTracker,
+    describe_failure,
+    record_failure,
+    terminate_on_sigterm,
+)
 from .fit_loop import FitLoop
 from .ranks import record_rank_failure
 from .resume import (
@@ -133,7 +139,8 @@ class Trainer:
             loop.run(started)
         except BaseException as exc:
             ctx = loop.ctx if loop is not None else None
-            blame = record_rank_failure(exc, self.dist, run)
+            failure = describe_failure(exc, phases.current, pm)
+            blame = record_rank_failure(exc, failure, self.dist, run)
             record_failure(
                 exc,
                 phases.current,
