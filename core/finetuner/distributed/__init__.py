@@ -1,0 +1,1 @@
+"""Training under ``torchrun``: several processes, one shard of each global batch apiece."""
