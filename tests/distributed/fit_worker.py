@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -26,11 +28,38 @@ def digits(count: int, offset: int = 0) -> list:
     return [(x[i], int(y[offset + i])) for i in range(len(x))]
 
 
+def pairs(count: int) -> list:
+    """Query-passage pairs of made-up words, every text distinct."""
+    words = ["red", "blue", "green", "fast", "slow", "big", "small", "warm", "cold", "new"]
+    return [
+        {
+            "query": f"{words[i % 10]} {words[i // 10 % 10]} item {i}",
+            "pos": [f"a {words[i // 10 % 10]} thing that is {words[i % 10]}, number {i}"],
+        }
+        for i in range(count)
+    ]
+
+
+def tiny_text(dropout: bool) -> dict:
+    """A tiny BERT; without dropout, one process and several train alike."""
+    from finetuner.testing import tiny_text_model_options
+
+    options = tiny_text_model_options()
+    if not dropout:
+        options["config"].update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return options
+
+
 def build(spec: dict) -> dict:
     options = dict(spec)
     for key in ("train_data", "eval_data"):
         if isinstance(options.get(key), dict):
             options[key] = digits(**options[key])
+    if "pairs" in options:
+        options["train_data"] = pairs(options.pop("pairs"))
+    tiny = options.pop("tiny_text", None)
+    if tiny:
+        options["model_options"] = tiny_text(dropout=tiny == "dropout")
     made = []
     for name, kwargs in options.pop("callbacks", []):
         kwargs = dict(kwargs)
@@ -46,7 +75,9 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     options = build(spec)
     if os.environ.get("FAIL_ON_RANK") == str(rank):
-        options["callbacks"].append(_Failing())
+        options["callbacks"].append(_Failing(out))
+    if os.environ.get("STOP_ON_RANK") == str(rank):
+        options["callbacks"].append(_Stopping())
     seen: dict = {}
     options["callbacks"].append(_Watcher(seen))
     run = finetuner.fit(**options)
@@ -89,11 +120,26 @@ class _Watcher(finetuner.callback.Callback):
 
 
 class _Failing(finetuner.callback.Callback):
+    """Fails (or, with FAIL_HOW=kill, SIGKILLs its own process) at FAIL_AT_BATCH of epoch
+    FAIL_AT_EPOCH, writing the time it did so to OUT_DIR/failed-at."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
     def finetuner_on_train_batch_end(self, ctx, event):
-        if event.batch_index == int(os.environ.get("FAIL_AT_BATCH", "3")):
+        epoch = int(os.environ.get("FAIL_AT_EPOCH", "0"))
+        if event.epoch == epoch and event.batch_index == int(os.environ.get("FAIL_AT_BATCH", "3")):
+            (self.out / "failed-at").write_text(repr(time.time()))
             if os.environ.get("FAIL_HOW") == "kill":
-                os.kill(os.getpid(), 9)
+                os.kill(os.getpid(), signal.SIGKILL)
             raise ValueError("the test's plugin failed on purpose")
+
+
+class _Stopping(finetuner.callback.Callback):
+    """Asks to stop at the end of the first epoch, on this rank only."""
+
+    def finetuner_on_train_epoch_end(self, ctx, event):
+        ctx.control.request_stop(f"rank {ctx.rank} asked to stop", source="test")
 
 
 if __name__ == "__main__":

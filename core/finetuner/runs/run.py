@@ -48,6 +48,14 @@ class Run:
             raise RunNotFoundError(f"no run at {path}: the folder has no {STATUS_FILE}.")
         self._path = path
 
+    @classmethod
+    def reference(cls, path: str | os.PathLike[str]) -> Run:
+        """The run at *path* without looking there: in a distributed fit, what a rank other
+        than 0 holds of the run rank 0 writes, which may be on another machine."""
+        run = cls.__new__(cls)
+        run._path = Path(path).expanduser().absolute()
+        return run
+
     # ----------------------------------------------------------------- where things are
 
     @property

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..callback import Callback
 from ..config import FitConfig, recorded_options
-from ..data import Collate, Dataset
+from ..data import KINDS, Collate, Dataset
 from ..distributed import DistributedEnv
 from ..encoding import check_precision, resolve_device
 from ..errors import ConfigError, DataError
@@ -179,6 +179,12 @@ def _build(config: FitConfig, seed: int, dist: DistributedEnv) -> FitSetup:
     check_precision(config.precision, device)
     _check_names(config)
     config, train, evaluation = load_fit_data(config, seed)  # the config with its loss resolved
+    if config.gather_across_devices and train.kind in ("scored", "triplets"):
+        raise ConfigError(
+            f"gather_across_devices=True shares in-batch negatives and label batches across "
+            f"processes, but {config.loss} scores each row of {KINDS[train.kind]} on its own; "
+            "leave it off."
+        )
     plan = plan_models(config)
     routes = plan.route_columns(train)
     if evaluation is not None:

@@ -21,7 +21,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import Batch
+from ..distributed.gather import GatheredLabelLoss
 from ..encoding import to_device
+from .contrastive import enable_gather
 from .gradcache import cached_backward
 from .losses import uses_in_batch_negatives
 from .precision import StepPrecision
@@ -70,6 +72,15 @@ class TrainingStep:
         self.trained = _data_parallel(self.models, setup.device, self.world_size, unused)
         """The models the training forward runs through: each in DistributedDataParallel in
         a distributed fit (the others, such as validation, use the plain modules)."""
+        self.gathers = self.world_size > 1 and (
+            config.gather_across_devices or bool(getattr(self.loss_fn, "gather_across_devices", 0))
+        )
+        """Whether training losses see the batches of every rank (``gather_across_devices``);
+        validation, which every rank runs on all of the validation data, never does."""
+        self.gathered: GatheredLabelLoss | None = None
+        if self.gathers and not (self.in_batch and enable_gather(self.loss_fn)):
+            self.gathered = GatheredLabelLoss(self.loss_fn, self.miner)
+        _set_gather(self.loss_fn, False)  # on only within a training step (see _gathering)
         self.unsynced = [p for p in self.loss_fn.parameters() if p.requires_grad]
         """Trainable parameters outside every DDP module, whose gradients the step averages
         over the ranks itself (a loss's own, such as CLIP's temperature)."""
@@ -113,9 +124,14 @@ class TrainingStep:
             out = module(to_device(items, self.device))
         return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """The loss of *batch*, in the form its data needs (also used for validation)."""
+    def loss(self, batch: Batch, *, gather: bool = False) -> torch.Tensor:
+        """The loss of *batch*, in the form its data needs (also used for validation); with
+        *gather* (training, ``gather_across_devices``), over the batches of every rank."""
         embeddings = self.embed(batch)
+        with self._gathering(gather):
+            return self._loss_of(batch, embeddings, gather)
+
+    def _loss_of(self, batch: Batch, embeddings: list[torch.Tensor], gather: bool) -> torch.Tensor:
         if self.data_kind in ("scored", "triplets"):
             assert batch.scores is not None
             return self.loss_fn(*embeddings, batch.scores.to(self.device))
@@ -126,9 +142,21 @@ class TrainingStep:
         if len(embeddings) > 1:  # text-image pairs under a label-based loss: one pool of items
             labels = labels.repeat(len(embeddings))
         joined = torch.cat(embeddings) if len(embeddings) > 1 else embeddings[0]
+        if gather and self.gathered is not None:
+            return self.gathered(joined, labels)
         if self.miner is not None:
             return self.loss_fn(joined, labels, self.miner(joined, labels))
         return self.loss_fn(joined, labels)
+
+    def _gathering(self, on: bool) -> ContextManager[Any]:
+        """A block in which an in-batch-negative loss gathers across ranks (when *on* and the
+        fit gathers)."""
+        if not (on and self.gathers and self.gathered is None):
+            return nullcontext()
+        stack = ExitStack()
+        _set_gather(self.loss_fn, True)
+        stack.callback(_set_gather, self.loss_fn, False)
+        return stack
 
     def __call__(self, batch: Batch, *, position: int = 0, group: int = 1) -> StepOutcome:
         """Train on *batch*, batch *position* of an accumulation *group* of that many batches:
@@ -167,16 +195,20 @@ class TrainingStep:
                 self._forward,
                 self.routes,
                 batch.items,
-                loss_fn=self.loss_fn,
+                loss_fn=self._gathered_loss_fn,
                 mini_batch_size=self.mini_batch_size,
                 backward=backward,
                 device=self.device,
                 hold=(lambda name: self._no_sync([name])) if sync else None,
             )
         else:
-            loss = self.loss(batch)
+            loss = self.loss(batch, gather=True)
             backward(loss)
         return self._mean_over_ranks(loss.detach())
+
+    def _gathered_loss_fn(self, *embeddings: torch.Tensor) -> torch.Tensor:
+        with self._gathering(True):
+            return self.loss_fn(*embeddings)
 
     def _no_sync(self, names: Iterable[str]) -> ContextManager[Any]:
         """A block in which the DDP models of *names* keep their gradients to themselves."""
@@ -231,6 +263,11 @@ class TrainingStep:
 
     def __repr__(self) -> str:
         return f"TrainingStep(models={list(self.models)}, optimizers={len(self.optimizers)})"
+
+
+def _set_gather(loss: nn.Module, on: bool) -> None:
+    if hasattr(loss, "gather_across_devices"):
+        loss.gather_across_devices = on  # type: ignore[assignment]
 
 
 def _data_parallel(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .. import distributed
@@ -83,7 +82,7 @@ class Trainer:
 
         path, name, experiment = distributed.run_on_main(open_on_main)
         config["run_name"], config["experiment_name"] = name, experiment
-        return (self.resumed if self.dist.is_main and self.resumed else Run(Path(path))), config
+        return (self.resumed if self.dist.is_main and self.resumed else Run.reference(path)), config
 
     def _resume_state(self, run: Run) -> dict[str, Any] | None:
         """The checkpoint to resume from, loaded by rank 0 and sent to every rank, each with

@@ -165,6 +165,9 @@ class MLflowLogger(Callback):
         self._limits = _limits()
 
     def finetuner_on_fit_begin(self, ctx: Any, event: Any) -> None:
+        # in a distributed fit, rank 0 logs for all ranks
+        if not getattr(ctx, "is_main_process", True):
+            return
         from mlflow.exceptions import MlflowException
 
         client = self._client

@@ -64,6 +64,9 @@ class TrainingCheckpoint(Callback):
 
     def _prune(self, ctx: Any) -> None:
         self._prune_pending = False
+        # in a distributed fit, rank 0 writes and prunes
+        if not getattr(ctx, "is_main_process", True):
+            return
         # An attribute of the kit, read here: it imports torch, which listing plugins must not.
         kit.prune_checkpoints(ctx.run.checkpoint_dir, keep=self.last_k_epochs)
 

@@ -147,6 +147,9 @@ class WandBLogger(Callback):
                 )
 
     def finetuner_on_fit_begin(self, ctx: Any, event: Any) -> None:
+        # in a distributed fit, rank 0 logs for all ranks
+        if not getattr(ctx, "is_main_process", True):
+            return
         wandb = _import_wandb()
         args = dict(self.wandb_args)
         config = _json_friendly(ctx.config)  # a fresh copy: W&B may change it
