@@ -204,6 +204,19 @@ def test_gathered_negatives_train_as_one_process_on_the_global_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_gathered_label_loss_trains_as_one_process_on_the_global_batch(tmp_path):
+    spec = _spec(loss="SupConLoss", sampler="class", optimizer="Adam")
+    _ok(_launch({**spec, "batch_size": 32}, tmp_path / "one", nproc=1))
+    _ok(_launch({**spec, "batch_size": 16, "gather_across_devices": True}, tmp_path / "two"))
+    _ok(_launch({**spec, "batch_size": 16}, tmp_path / "local"))
+    one, two = _ranks(tmp_path / "one", 1)[0], _ranks(tmp_path / "two")[0]
+    assert _max_difference(one["weights"], two["weights"]) < 1e-5
+    assert np.allclose(one["losses"], two["losses"], atol=1e-5)
+    # SupCon on each rank's half alone pairs fewer items: another training
+    assert _max_difference(one["weights"], _ranks(tmp_path / "local")[0]["weights"]) > 1e-3
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("asking, stopped", [("0", True), ("1", False)])
 def test_every_rank_takes_rank_zero_decision_to_stop(tmp_path, asking, stopped):
     result = _launch(_spec(batch_size=16, epochs=3), tmp_path, env={"STOP_ON_RANK": asking})

@@ -95,3 +95,42 @@ def test_a_hook_failing_after_a_step_evaluation_is_recorded_in_train(tmp_path):
         "finetuner_on_train_batch_end",
     )
     assert [r["stage"] for r in run.metric_history()] == ["before", "step"]
+
+
+@pytest.mark.slow
+def test_sigterm_fails_the_run_as_terminated(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "fit.yml"
+    config.write_text("model: mlp\ntrain_data: digits-train\nepochs: 500\nbatch_size: 8\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finetuner", "fit", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    steps = list(tmp_path.glob("finetuner-runs/*/*/steps.jsonl"))
+    while not (steps and steps[0].stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until training is under way
+        steps = list(tmp_path.glob("finetuner-runs/*/*/steps.jsonl"))
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert stderr.strip() == "error: terminated (SIGTERM)"
+    status = json.loads(next(tmp_path.glob("finetuner-runs/*/*/status.json")).read_text())
+    assert status["status"] == "FAILED" and status["reason"] == "terminated (SIGTERM)"
+    assert status["phase"] == "train"
+
+
+def test_reason_of_a_terminated_fit():
+    from finetuner.errors import Terminated
+
+    assert format_reason(Terminated("terminated (SIGTERM)")) == "terminated (SIGTERM)"
