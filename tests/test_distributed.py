@@ -342,3 +342,34 @@ def test_the_command_line_starts_the_ranks_itself(tmp_path):
     assert failed.returncode == 1
     lines = [line for line in failed.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing.csv" in lines[0]
+
+
+@pytest.mark.slow
+def test_two_machines_meet_through_torchrun_rendezvous(tmp_path):
+    # two torchrun agents on this machine stand for two machines of one process each
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "fit.yml"
+    config.write_text("model: mlp\ntrain_data: digits-train\nepochs: 1\nbatch_size: 64\n")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}"]
+    command = [*launcher, "--nproc-per-node", "1", *rendezvous, "--rdzv-id", "test-job"]
+    agents = [
+        subprocess.Popen(
+            [*command, "-m", "finetuner", "fit", str(config)],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [agent.communicate(timeout=240) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], outputs
+    assert sum(out.count("finished:") for out, _ in outputs) == 1  # rank 0 speaks
+    statuses = list(tmp_path.glob("finetuner-runs/*/*/status.json"))
+    assert len(statuses) == 1 and json.loads(statuses[0].read_text())["status"] == "FINISHED"
