@@ -9,6 +9,7 @@ once, communicating nothing, when there is a single process.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import pickle
 import socket
@@ -149,6 +150,7 @@ def start(backend: str, device: torch.device) -> DistributedEnv:
 
 def _leave() -> None:
     if _initialized():
+        gc.collect()  # DDP wrappers still alive in a cycle would use the group as it goes
         try:
             dist.destroy_process_group()
         except Exception:  # the other ranks may be gone; nothing is left to tidy

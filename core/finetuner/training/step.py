@@ -248,6 +248,11 @@ class TrainingStep:
             torch.nn.utils.clip_grad_value_(self.parameters, self.clip_value)
         return float(norm)
 
+    def release(self) -> None:
+        """Let go of the DDP wrappers (and with them the process group's buffers) once the
+        fit is over, so that leaving the process group at exit finds none in use."""
+        self.trained = dict(self.models)
+
     def learning_rates(self) -> tuple[float, ...]:
         """The learning rate of each parameter group of the model's optimizer."""
         return tuple(group["lr"] for group in self.optimizers[0].param_groups)

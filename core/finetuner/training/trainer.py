@@ -156,6 +156,8 @@ class Trainer:
             raise
         finally:
             runlog.close()
+            if loop is not None:
+                loop.step.release()
         return run
 
     def _log_start(
