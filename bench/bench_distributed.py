@@ -204,7 +204,7 @@ def _throughput_table(results: dict[str, list[dict]], names: list[str], pairs: i
     )
     print(
         "| configuration | whole s | pairs/s whole | ratio | epoch s | pairs/s epoch | ratio "
-        "| steady step ms | ratio | start-up s | after fit s |"
+        "| steady step ms | ratio | to fit() s | after fit() s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
