@@ -436,3 +436,18 @@ def test_text_model_options_are_checked():
         )
     with pytest.raises(ConfigError, match="max_length must be an integer from 1 to 512"):
         finetuner.build_model("sentence-transformers/all-MiniLM-L6-v2", {"max_length": 0})
+
+
+def test_a_batch_of_tokenised_texts_counts_its_rows_not_its_fields():
+    import torch
+
+    from finetuner.data import Batch
+
+    tokens = {
+        "input_ids": torch.zeros(5, 7, dtype=torch.long),
+        "attention_mask": torch.ones(5, 7, dtype=torch.long),
+        "token_type_ids": torch.zeros(5, 7, dtype=torch.long),
+    }
+    assert len(Batch([tokens, tokens], None, None)) == 5
+    assert len(Batch([torch.zeros(4, 2)], None, None)) == 4
+    assert len(Batch([["a", "b", "c"]], None, None)) == 3

@@ -10,7 +10,7 @@ finetuner but :mod:`finetuner.errors`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,11 @@ class Batch:
     scores: torch.Tensor | None
 
     def __len__(self) -> int:
+        """The number of rows: of a tensor, a list, or a mapping of tensors (tokenised text,
+        whose length is that of its tensors, not its number of fields)."""
         first = self.items[0]
+        while isinstance(first, Mapping) and first:
+            first = next(iter(first.values()))
         return int(first.shape[0]) if isinstance(first, torch.Tensor) else len(first)
 
 
