@@ -383,7 +383,7 @@ def test_gathering_is_refused_for_losses_that_score_each_row_alone(tmp_path):
 
     data = tmp_path / "scored.csv"
     data.write_text("a red car,a crimson car,0.9\na red car,a blue boat,0.1\n")
-    with pytest.raises(ConfigError, match="gather_across_devices=True .* CosineSimilarityLoss"):
+    with pytest.raises(ConfigError, match=r"gather_across_devices=True .* CosineSimilarityLoss"):
         finetuner.fit(
             "sentence-transformers/all-MiniLM-L6-v2",
             data,
