@@ -49,9 +49,9 @@ def test_artifact_round_trip_gives_the_same_embeddings(tmp_path):
     from_zip = finetuner.encode(finetuner.get_model(zipped), inputs)
     assert from_artifact.shape == (len(data), 8)
     np.testing.assert_array_equal(from_artifact, from_zip)
-    # The artifact holds only YAML and safetensors: nothing that would be unpickled.
+    # The artifact holds only YAML, safetensors and its card: nothing that would be unpickled.
     suffixes = {p.suffix for p in run.artifact_path.rglob("*") if p.is_file()}
-    assert suffixes <= {".yml", ".safetensors"}
+    assert suffixes <= {".yml", ".safetensors", ".md"}
 
 
 def test_the_artifact_holds_the_trained_weights():

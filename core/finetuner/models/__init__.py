@@ -8,6 +8,7 @@
 - :mod:`~finetuner.models.backbones`: the image, text and CLIP backbones.
 - :mod:`~finetuner.models.images`: loading images and :class:`ImagePreprocessor`.
 - :mod:`~finetuner.models.artifact`: the artifact format (writing, reading, rebuilding models).
+- :mod:`~finetuner.models.card`: the artifact's model card, ``README.md``.
 - :mod:`~finetuner.models.onnx`: exporting a model to ONNX and running the export.
 - :mod:`~finetuner.models.inference`: ``get_model``, ``build_model``, ``encode``, ``cos_sim``.
 

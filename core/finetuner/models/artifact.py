@@ -5,6 +5,7 @@ Layout::
     config.yml            the resolved fit config
     metadata.yml          run, versions, duration, device, plugins used
     metrics.yml           {before: {...}, after: {...}}
+    README.md             the model card (see :mod:`~finetuner.models.card`); loading never reads it
     example-results.yml   gathered example results, if any
     models/<name>/model.safetensors
     models/<name>/adapter.safetensors  LoRA runs: the adapters and the weights beside the base
@@ -36,6 +37,7 @@ import yaml
 
 from .._io import atomic_write_bytes, atomic_write_text, dump_yaml, replace_dir
 from ..errors import ConfigError, RunError
+from .card import CARD_FILE, CardFacts, render_card
 from .lora import adapter_state, inject_lora, load_adapter, merge_lora
 from .registry import get_spec
 
@@ -86,8 +88,12 @@ def write_artifact(
     examples: Mapping[str, Any] | None = None,
     preprocessor_files: Mapping[str, Mapping[str, bytes]] | None = None,
     onnx: Mapping[str, bytes] | None = None,
+    card: CardFacts | None = None,
 ) -> Path:
-    """Write the artifact into a temporary folder beside *target*, then rename it into place."""
+    """Write the artifact into a temporary folder beside *target*, then rename it into place.
+
+    The model card ``README.md`` is written last, from everything else the artifact holds and
+    the fit's *card* facts."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -113,6 +119,16 @@ def write_artifact(
                 atomic_write_bytes(folder / "preprocessor" / file_name, data)
         if onnx and name in onnx:
             atomic_write_bytes(folder / "model.onnx", onnx[name])
+    written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+    text = render_card(
+        config=config,
+        metadata=metadata,
+        metrics=metrics,
+        models=model_metadata,
+        files=written,
+        facts=card,
+    )
+    atomic_write_text(tmp / CARD_FILE, text)
     replace_dir(tmp, target)
     return target
 

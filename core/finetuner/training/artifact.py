@@ -1,5 +1,6 @@
 """The artifact of a finished fit: its models' weights, the metadata to rebuild them, the
-config, versions and plugins, the metrics before and after, and optionally ONNX exports.
+config, versions and plugins, the metrics before and after, a model card (``README.md``), and
+optionally ONNX exports.
 
 The folder format itself belongs to :mod:`finetuner.models.artifact`; this module gathers what
 goes into it from the fit.
@@ -16,13 +17,15 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from ..data import KINDS
 from ..models.artifact import write_artifact
+from ..models.card import CardFacts
 from ..models.onnx import export_onnx
 from ..plugins import Registered
 from ..runs import Run
 from .setup import FitSetup
 
-__all__ = ["artifact_metadata", "export_onnx_models", "write_fit_artifact"]
+__all__ = ["artifact_metadata", "card_facts", "export_onnx_models", "write_fit_artifact"]
 
 
 def export_onnx_models(setup: FitSetup, log: Any) -> dict[str, bytes]:
@@ -59,6 +62,23 @@ def artifact_metadata(
     }
 
 
+def card_facts(setup: FitSetup) -> CardFacts:
+    """What the model card says of the data and the optimizer, from the fit's set-up."""
+    train, validation = setup.train_data, setup.eval_data
+    source = None
+    if validation is not None:
+        source = "eval_data" if setup.config.eval_data is not None else "val_split"
+    lr = setup.optimizer.defaults.get("lr")
+    return CardFacts(
+        data_kind=train.kind,
+        data_kind_text=KINDS.get(train.kind),
+        training_rows=len(train),
+        validation_rows=None if validation is None else len(validation),
+        validation_source=source,
+        learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
+    )
+
+
 def write_fit_artifact(
     setup: FitSetup,
     run: Run,
@@ -81,4 +101,5 @@ def write_fit_artifact(
         metadata=artifact_metadata(run, setup.device, duration, registered),
         metrics=dict(metrics),
         examples=run.example_results(),
+        card=card_facts(setup),
     )
