@@ -230,3 +230,14 @@ def test_an_onnx_artifact_card_says_how_to_run_the_export():
     onnx = finetuner.encode(finetuner.get_model(run.artifact_path, is_onnx=True), inputs)
     plain = finetuner.encode(finetuner.get_model(run.artifact_path), inputs)
     np.testing.assert_allclose(onnx, plain, atol=1e-5)
+
+
+def test_a_run_stopped_early_says_how_many_epochs_it_trained():
+    assert "`2` of `5` (stopped early)" in _card_with(CardFacts(epochs_completed=2), epochs=5)
+    assert "stopped early" not in _card_with(CardFacts(epochs_completed=5), epochs=5)
+
+
+def _card_with(facts: CardFacts, **config) -> str:
+    return render_card(
+        config={"model": "mlp", **config}, metadata={}, metrics={}, models={}, facts=facts
+    )

@@ -54,6 +54,8 @@ class CardFacts:
     """Where the validation rows came from: ``eval_data`` or ``val_split``."""
     learning_rate: float | None = None
     """The optimizer's base learning rate, given or its default."""
+    epochs_completed: int | None = None
+    """The epochs trained, fewer than the option's when training stopped early."""
 
 
 # ------------------------------------------------------------------------- text helpers
@@ -226,7 +228,7 @@ def _training(
         ("Optimizer", _named(config, "optimizer")),
         ("Learning rate", None if lr is None else _code(lr)),
         ("Scheduler", _named(config, "scheduler")),
-        ("Epochs", option("epochs")),
+        ("Epochs", _epochs(config.get("epochs"), facts.epochs_completed)),
         ("Batch size", option("batch_size")),
         ("Batches per optimizer step", _code(accumulate) if accumulate not in (None, 1) else None),
         ("Sampler", option("sampler")),
@@ -237,6 +239,14 @@ def _training(
     ]
     lines = _bullets(items) or ["Nothing is recorded about the training options."]
     return ["## Training", "", *lines, ""]
+
+
+def _epochs(planned: Any, done: int | None) -> str | None:
+    if planned is None:
+        return None if done is None else _code(done)
+    if done is None or done == planned:
+        return _code(planned)
+    return f"{_code(done)} of {_code(planned)} (stopped early)"
 
 
 def _metrics(metrics: Mapping[str, Any]) -> list[str]:

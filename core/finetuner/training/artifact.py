@@ -62,8 +62,9 @@ def artifact_metadata(
     }
 
 
-def card_facts(setup: FitSetup) -> CardFacts:
-    """What the model card says of the data and the optimizer, from the fit's set-up."""
+def card_facts(setup: FitSetup, epochs_completed: int | None = None) -> CardFacts:
+    """What the model card says of the data and the optimizer, from the fit's set-up, and the
+    epochs trained."""
     train, validation = setup.train_data, setup.eval_data
     source = None
     if validation is not None:
@@ -76,6 +77,7 @@ def card_facts(setup: FitSetup) -> CardFacts:
         validation_rows=None if validation is None else len(validation),
         validation_source=source,
         learning_rate=float(lr) if isinstance(lr, (int, float)) else None,
+        epochs_completed=epochs_completed,
     )
 
 
@@ -88,6 +90,7 @@ def write_fit_artifact(
     metrics: Mapping[str, Mapping[str, float]],
     duration: float,
     log: Any,
+    epochs_completed: int | None = None,
 ) -> Path:
     """Write the run's artifact folder, atomically, and return it."""
     models = setup.models
@@ -101,5 +104,5 @@ def write_fit_artifact(
         metadata=artifact_metadata(run, setup.device, duration, registered),
         metrics=dict(metrics),
         examples=run.example_results(),
-        card=card_facts(setup),
+        card=card_facts(setup, epochs_completed),
     )

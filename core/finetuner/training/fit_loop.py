@@ -140,7 +140,7 @@ class FitLoop:
             "after", epoch=max(epochs_done - 1, 0), val_loss=val_after
         )
         duration = time.perf_counter() - started
-        artifact, size = self._artifact(duration)
+        artifact, size = self._artifact(duration, epochs_done)
         self._fit_end(artifact, size, duration)
         self.writer.set_status(
             RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
@@ -303,7 +303,7 @@ class FitLoop:
                 ),
             )
 
-    def _artifact(self, duration: float) -> tuple[Path, int]:
+    def _artifact(self, duration: float, epochs_done: int) -> tuple[Path, int]:
         """Write the artifact (rank 0 only); its path and size, on every rank."""
 
         def write() -> tuple[str, int]:
@@ -315,6 +315,7 @@ class FitLoop:
                 metrics={"before": self.metrics_before, "after": self.metrics_after},
                 duration=duration,
                 log=self.log,
+                epochs_completed=epochs_done,
             )
             return str(path), artifact_size(path)
 
