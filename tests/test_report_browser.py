@@ -46,13 +46,16 @@ def _browser():
     return webdriver.Chrome(service=Service(driver_path), options=options)
 
 
-def _requested_urls(driver) -> list[str]:
+def _web_requests(driver) -> list[str]:
+    """The http(s) URLs the page requested since the last call (its own file:// URL must be
+    among the requests seen, or the log would prove nothing)."""
     urls = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
             urls.append(message["params"]["request"]["url"])
-    return urls
+    assert any(url.startswith("file:") for url in urls), urls
+    return [url for url in urls if url.startswith(("http:", "https:"))]
 
 
 def test_the_report_renders_offline_in_chromium(tmp_path):
@@ -93,7 +96,7 @@ def test_the_report_renders_offline_in_chromium(tmp_path):
         queries = driver.find_element(By.ID, "queries").text
         assert "queries that improved most" in queries
 
-        web = [u for u in _requested_urls(driver) if u.startswith(("http:", "https:"))]
+        web = _web_requests(driver)
         assert web == [], f"the report requested {web}"
 
         folder = Path(os.environ.get("FINETUNER_TEST_ARTIFACTS") or tmp_path)
@@ -102,5 +105,24 @@ def test_the_report_renders_offline_in_chromium(tmp_path):
         driver.set_window_size(1400, driver.execute_script("return document.body.scrollHeight"))
         assert driver.save_screenshot(str(screenshot))
         print(f"report screenshot: {screenshot}")
+
+        # A notebook shows the same plots from the run's _repr_html_, its JavaScript inline.
+        import finetuner.runs.notebook as notebook
+
+        notebook._plotlyjs_shown = False
+        cell = tmp_path / "notebook-cell.html"
+        cell.write_text(f"<html><body>{run._repr_html_()}</body></html>", encoding="utf-8")
+        driver.get(cell.as_uri())
+        plots = driver.find_elements(By.CSS_SELECTOR, "div.plotly-graph-div")
+        assert len(plots) == 2 + len(published)
+        WebDriverWait(driver, 30).until(
+            lambda d: all(p.find_elements(By.CSS_SELECTOR, "svg.main-svg g.trace") for p in plots)
+        )
+        assert (
+            f"{metrics['after']['mlp_ndcg_at_k']:.4f}"
+            in driver.find_element(By.TAG_NAME, "body").text
+        )
+        web = _web_requests(driver)
+        assert web == [], f"the notebook display requested {web}"
     finally:
         driver.quit()
