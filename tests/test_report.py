@@ -146,3 +146,21 @@ def test_the_report_command_writes_where_it_is_told(run, tmp_path, capsys) -> No
     assert "error: " in capsys.readouterr().err
     assert main(["report", run.name, "-o", str(tmp_path), "--runs-dir", runs_dir]) == 1
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_image_queries_and_results_show_as_thumbnails_in_the_report(run, tmp_path) -> None:
+    pytest.importorskip("plotly")
+    from finetuner.testing import write_colour_images
+
+    images = write_colour_images(tmp_path / "images", per_colour=2)
+    red, blue = (str(p) for p in images["red"]), (str(p) for p in images["blue"])
+    query, match = next(red), next(red)
+    writer = RunWriter(run)
+    for stage, score in (("before", 0.25), ("after", 1.0)):
+        record = {"id": "q", "query": query, "score": score, "results": [match, next(blue)],
+                  "relevant": [True, False]}  # fmt: skip
+        writer.record_query_results(stage, "clip", "ndcg_at_k", [record])
+    html = run.report(tmp_path / "r.html").read_text(encoding="utf-8")
+    section = html[html.index('id="queries"') : html.index('id="examples"')]
+    assert section.count('<img class="thumb" src="data:image/jpeg;base64,') == 1 + 2 + 2
+    assert '<li class="relevant"><img' in section

@@ -235,7 +235,8 @@ class EvaluationCallback(Callback):
             from finetuner_evaluation._per_query import query_records
 
             records = query_records(result, queries, index)
-            ctx.record_query_results(event.stage, self._prefix, "ndcg_at_k", records)
+            if records:
+                ctx.record_query_results(event.stage, self._prefix, "ndcg_at_k", records)
         metrics = {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
         for dim in self.truncate_dims:
             if dim > q.shape[1]:

@@ -27,7 +27,10 @@ def _rows(count: int) -> np.ndarray:
 def query_records(result: Any, queries: Any, index: Any) -> list[dict[str, Any]]:
     """One record per kept query of *result* (an ``EvaluationResult`` with details):
     ``id``, ``query``, ``score`` (nDCG, ``None`` when unscorable), ``results`` and
-    ``relevant``, the results described by the data set they come from."""
+    ``relevant``, the results described by the data set they come from; ``[]`` for a result
+    without per-query scores."""
+    if getattr(result, "query_ndcg", None) is None or getattr(result, "relevant", None) is None:
+        return []
     source = index if index is not None else queries
     records = []
     for row in _rows(len(queries)):
