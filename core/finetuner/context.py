@@ -157,6 +157,7 @@ class TrainingContext:
     _encode: Callable[..., np.ndarray] | None = None
     _load_data: Callable[..., Any] | None = None
     _record_examples: Callable[[str, Mapping[str, Any]], None] | None = None
+    _record_query_results: Callable[..., None] | None = None
     _save_checkpoint: Callable[[], Any] | None = None
     _skipped: dict[str, int] = field(default_factory=dict)
     _metric_aliases: dict[str, str] = field(default_factory=dict)
@@ -205,6 +206,18 @@ class TrainingContext:
         if self._record_examples is None:  # pragma: no cover - set by the trainer
             raise RuntimeError("record_examples is not available outside a fit")
         self._record_examples(stage, examples)
+
+    def record_query_results(
+        self, stage: str, key: str, metric: str, queries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Store per-query results of the evaluation *key* (its caption) for *stage*
+        (``"before"`` or ``"after"``), for the run report: each query a mapping with ``id``,
+        ``query`` (display string), ``score`` (the query's *metric*, ``None`` if it cannot be
+        scored), ``results`` (display strings, best first) and ``relevant`` (a flag per
+        result). The run keeps at most a few thousand queries and a few results each."""
+        if self._record_query_results is None:  # pragma: no cover - set by the trainer
+            raise RuntimeError("record_query_results is not available outside a fit")
+        self._record_query_results(stage, key, metric, queries)
 
     def record_skipped(self, key: str, count: int) -> None:
         """Note that *count* queries could not be scored for the metrics of *key* (a caption or

@@ -19,6 +19,7 @@ from .commands import add_builtin_commands, add_store_commands
 from .listing import add_plugins_command
 from .mining import add_mine_command
 from .plugin_commands import add_plugin_commands
+from .report import add_report_command
 
 __all__ = ["build_parser", "main"]
 
@@ -45,6 +46,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_plugins_command(sub)
     add_store_commands(sub)
     add_mine_command(sub)
+    add_report_command(sub)
     add_plugin_commands(sub, _invoked_command(argv or ()), builtin=set(sub.choices))
     return parser
 

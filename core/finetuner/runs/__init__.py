@@ -16,6 +16,8 @@ Which module does what:
 - ``jsonfiles``: reading JSON and JSON-lines files; ``render``: log lines and tables for people.
 - ``log``: the run's JSON-lines log (:class:`~finetuner.runs.log.RunLog`).
 - ``checkpoints``: training checkpoints on disk (torch is imported only when one is used).
+- ``report``: the run report, one self-contained HTML file; ``figures``: its plotly plots;
+  ``html``: HTML tables and thumbnails; ``notebook``: how runs and their results show in Jupyter.
 """
 
 from __future__ import annotations

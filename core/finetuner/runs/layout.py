@@ -9,6 +9,7 @@ Layout (the root is ``runs_dir``, else ``$FINETUNER_RUNS_DIR``, else ``./finetun
     <root>/<experiment>/<run>/metrics.jsonl      one record per metrics publish
     <root>/<experiment>/<run>/steps.jsonl        one record per optimizer step (loss, grad norm)
     <root>/<experiment>/<run>/examples.json      {stage: {query: [match, ...]}}
+    <root>/<experiment>/<run>/queries.json       per-query scores and top results, before/after
     <root>/<experiment>/<run>/source.yml         a config file's options (``finetuner fit``)
     <root>/<experiment>/<run>/checkpoints/       written by checkpointing plugins
     <root>/<experiment>/<run>/artifact/          written when the run finishes
@@ -42,6 +43,7 @@ __all__ = [
     "METRICS_FILE",
     "METRIC_STAGES",
     "NAME_PATTERN",
+    "QUERIES_FILE",
     "RUNS_DIR_ENV",
     "SOURCE_FILE",
     "STATUS_FILE",
@@ -65,6 +67,7 @@ LOG_FILE = "logs.jsonl"
 METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.jsonl"
 EXAMPLES_FILE = "examples.json"
+QUERIES_FILE = "queries.json"
 SOURCE_FILE = "source.yml"
 CHECKPOINT_DIR = "checkpoints"
 ARTIFACT_DIR = "artifact"

@@ -24,10 +24,12 @@ from .layout import (
     EXAMPLES_FILE,
     LOG_FILE,
     METRICS_FILE,
+    QUERIES_FILE,
     STATUS_FILE,
     STEPS_FILE,
     RunStatus,
 )
+from .notebook import ExampleResults, MetricsTable, run_html
 from .render import follow_log, print_examples, print_metrics, render_record
 
 __all__ = ["Run"]
@@ -180,36 +182,61 @@ class Run:
         and at every epoch end and checkpoint."""
         return _records(self.steps_path, "a step record")
 
-    def metrics(self) -> dict[str, dict[str, float]]:
+    def metrics(self) -> MetricsTable:
         """``{"before": {...}, "after": {...}}``: the last record of each of those stages.
-        A stage with no record yet is left out."""
+        A stage with no record yet is left out. A dict, shown in a notebook as a table."""
         result: dict[str, dict[str, float]] = {}
         for record in self.metric_history():
             stage = record.get("stage")
             if stage in EXAMPLE_STAGES:
                 result[stage] = dict(record.get("metrics") or {})
-        return {stage: result[stage] for stage in EXAMPLE_STAGES if stage in result}
+        return MetricsTable({stage: result[stage] for stage in EXAMPLE_STAGES if stage in result})
 
     def display_metrics(self) -> None:
         """Print the before/after retrieval metrics as rich tables."""
         print_metrics(self.name, self.metrics())
 
-    def example_results(self) -> dict[str, dict[str, list[str]]]:
-        """``{stage: {query: [match, ...]}}`` gathered by evaluation, ``{}`` if none."""
-        path = self._path / EXAMPLES_FILE
+    def example_results(self) -> ExampleResults:
+        """``{stage: {query: [match, ...]}}`` gathered by evaluation, ``{}`` if none. A dict,
+        shown in a notebook as tables."""
+        return ExampleResults(self._json_object(EXAMPLES_FILE, "examples"))
+
+    def query_results(self) -> dict[str, dict[str, Any]]:
+        """Per-query results of each evaluation, ``{}`` if none: ``{key: {stage: {"metric",
+        "queries": [{"id", "query", "score", "results", "relevant"}, ...]}}}`` for the stages
+        ``before`` and ``after``; *key* is the evaluation's caption."""
+        return self._json_object(QUERIES_FILE, "per-query results")
+
+    def _json_object(self, name: str, what: str) -> dict[str, Any]:
+        path = self._path / name
         try:
-            examples = read_json(path, "examples")
+            content = read_json(path, what)
         except FileNotFoundError:
             return {}
-        if not isinstance(examples, dict):
-            raise RunError(f"the examples file {path} does not hold a JSON object.")
-        return examples
+        if not isinstance(content, dict):
+            raise RunError(f"the {what} file {path} does not hold a JSON object.")
+        return content
 
     def display_examples(self, k: int = 5) -> None:
         """Print one rich table per stage: each query, then its first *k* matches."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"display_examples(k=...) must be an integer >= 1, not {k!r}.")
         print_examples(self.name, self.example_results(), k)
+
+    # ----------------------------------------------------------------- for people
+
+    def report(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the run report, one self-contained HTML file (plots, before/after table,
+        the queries that changed most, config, plugins, durations, artifact), to *path*
+        (default: ``report.html`` in the run's folder) and return its path. Needs plotly
+        (``pip install 'finetuner[report]'``)."""
+        from .report import write_report
+
+        return write_report(self, path)
+
+    def _repr_html_(self) -> str:
+        """The run in a notebook: summary, before/after metrics and plots."""
+        return run_html(self)
 
     # ----------------------------------------------------------------- artifact
 

@@ -15,12 +15,21 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._io import atomic_write_json, atomic_write_text, dump_yaml
 from ..errors import RunError
-from .layout import EXAMPLES_FILE, METRIC_STAGES, SOURCE_FILE, STATUS_FILE, RunStatus, utc_now
+from .layout import (
+    EXAMPLE_STAGES,
+    EXAMPLES_FILE,
+    METRIC_STAGES,
+    QUERIES_FILE,
+    SOURCE_FILE,
+    STATUS_FILE,
+    RunStatus,
+    utc_now,
+)
 from .run import Run
 
 __all__ = ["RunWriter", "SilentRunWriter"]
@@ -191,6 +200,29 @@ class RunWriter:
         current[stage] = {str(q): [str(m) for m in matches] for q, matches in examples.items()}
         self.write_examples(current)
 
+    MAX_QUERIES = 2000
+    """Queries kept per evaluation and stage in ``queries.json``."""
+    MAX_RESULTS = 5
+    """Top results kept per query in ``queries.json``."""
+
+    def record_query_results(
+        self, stage: str, key: str, metric: str, queries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Set the per-query results of evaluation *key* at *stage* in ``queries.json``
+        (``{key: {stage: {"metric", "queries": [...]}}}``), keeping the others; at most
+        :attr:`MAX_QUERIES` queries and :attr:`MAX_RESULTS` results each are kept."""
+        if stage not in EXAMPLE_STAGES:
+            raise RunError(
+                f"per-query results are kept for {' and '.join(EXAMPLE_STAGES)}, "
+                f"not stage {stage!r}."
+            )
+        current = self._run.query_results()
+        current.setdefault(str(key), {})[stage] = {
+            "metric": str(metric),
+            "queries": [_query_record(q, self.MAX_RESULTS) for q in queries[: self.MAX_QUERIES]],
+        }
+        atomic_write_json(self._run.path / QUERIES_FILE, current)
+
     def write_source(self, options: Mapping[str, Any]) -> None:
         """Write the config file's *options* as ``source.yml``, atomically, so that
         ``finetuner resume`` can rebuild the fit from them."""
@@ -227,5 +259,20 @@ class SilentRunWriter(RunWriter):
     def record_examples(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+    def record_query_results(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
     def write_source(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+def _query_record(query: Mapping[str, Any], max_results: int) -> dict[str, Any]:
+    """One query of ``queries.json``, in JSON types, its results cut to *max_results*."""
+    score = query.get("score")
+    return {
+        "id": str(query.get("id", "")),
+        "query": str(query["query"]),
+        "score": None if score is None or score != score else float(score),
+        "results": [str(r) for r in list(query.get("results") or [])[:max_results]],
+        "relevant": [bool(r) for r in list(query.get("relevant") or [])[:max_results]],
+    }

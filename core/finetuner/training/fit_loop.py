@@ -118,6 +118,7 @@ class FitLoop:
             _encode=services.encode,
             _load_data=services.load_data,
             _record_examples=services.record_examples,
+            _record_query_results=services.record_query_results,
             _save_checkpoint=self.save_checkpoint,
         )
 

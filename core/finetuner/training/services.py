@@ -7,7 +7,7 @@ every rank (hooks run on every rank, with the same events)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -73,3 +73,8 @@ class FitServices:
 
     def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
         self.writer.record_examples(stage, examples)
+
+    def record_query_results(
+        self, stage: str, key: str, metric: str, queries: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self.writer.record_query_results(stage, key, metric, queries)

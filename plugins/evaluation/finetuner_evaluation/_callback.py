@@ -231,6 +231,12 @@ class EvaluationCallback(Callback):
             )
         if self.gather_examples and event.stage in ("before", "after"):
             ctx.record_examples(event.stage, self._examples(result, queries, index))
+        if event.stage in ("before", "after") and hasattr(ctx, "record_query_results"):
+            from finetuner_evaluation._per_query import query_records
+
+            records = query_records(result, queries, index)
+            if records:
+                ctx.record_query_results(event.stage, self._prefix, "ndcg_at_k", records)
         metrics = {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
         for dim in self.truncate_dims:
             if dim > q.shape[1]:

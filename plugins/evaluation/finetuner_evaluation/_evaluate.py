@@ -39,7 +39,7 @@ from finetuner_evaluation._inputs import (
     exclusions_by_id,
     exclusions_by_position,
 )
-from finetuner_evaluation._metrics import mean_metrics, relevance_matrix
+from finetuner_evaluation._metrics import mean_metrics, query_scores, relevance_matrix
 
 _DETAIL_ROWS = 1_024
 _CALLER = "evaluate_embeddings"
@@ -53,7 +53,9 @@ class EvaluationResult:
     positions (query positions when the queries are their own index), ``-1`` where fewer than
     ``limit`` results exist. ``scores`` holds cosine similarity, or the (squared) euclidean
     distance, and NaN where there is no result. Queries whose label has no other relevant item
-    (``R = 0``) are not in the means; ``num_queries_skipped`` counts them.
+    (``R = 0``) are not in the means; ``num_queries_skipped`` counts them. ``relevant`` flags
+    each result that is relevant, and ``query_ndcg`` is each query's ``ndcg_at_k`` (NaN where
+    the query cannot be scored).
     """
 
     metrics: Mapping[str, float]
@@ -65,6 +67,8 @@ class EvaluationResult:
     limit: int
     indices: np.ndarray
     scores: np.ndarray
+    relevant: np.ndarray | None = None
+    query_ndcg: np.ndarray | None = None
 
 
 @overload
@@ -239,6 +243,8 @@ def evaluate_embeddings(
         limit=limit,
         indices=positions_np,
         scores=scores,
+        relevant=relevance,
+        query_ndcg=query_scores(relevance, num_relevant, "ndcg_at_k"),
     )
 
 

@@ -7,7 +7,13 @@ index items per query. Queries with ``R = 0`` cannot be scored and are left out 
 
 from __future__ import annotations
 
-__all__ = ["METRIC_NAMES", "mean_metrics", "per_query_metrics", "relevance_matrix"]
+__all__ = [
+    "METRIC_NAMES",
+    "mean_metrics",
+    "per_query_metrics",
+    "query_scores",
+    "relevance_matrix",
+]
 
 import numpy as np
 
@@ -66,3 +72,12 @@ def mean_metrics(relevance: np.ndarray, num_relevant: np.ndarray) -> tuple[dict[
         return {name: float("nan") for name in METRIC_NAMES}, 0
     values = per_query_metrics(relevance[scored], num_relevant[scored])
     return {name: float(values[name].mean()) for name in METRIC_NAMES}, count
+
+
+def query_scores(relevance: np.ndarray, num_relevant: np.ndarray, name: str) -> np.ndarray:
+    """The metric *name* of every query, NaN for the queries with ``R = 0``."""
+    scores = np.full(relevance.shape[0], np.nan)
+    scored = num_relevant > 0
+    if scored.any():
+        scores[scored] = per_query_metrics(relevance[scored], num_relevant[scored])[name]
+    return scores
