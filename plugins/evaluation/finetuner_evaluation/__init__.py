@@ -1,7 +1,8 @@
 """finetuner-evaluation: retrieval metrics for embeddings.
 
 ``evaluate_embeddings`` searches each query's nearest neighbours (exactly, or approximately with
-annoy) and returns the eight metrics of METRICS.md. Importing this package is light: the
+annoy) and returns the eight metrics of METRICS.md; ``evaluate_qrels`` scores queries against a
+corpus with graded relevance judgments, at several cut-offs. Importing this package is light: the
 callback, the options and the metric names import neither torch nor annoy, and
 ``evaluate_embeddings`` and ``EvaluationResult`` (which import torch) load on first use.
 """
@@ -18,11 +19,13 @@ from finetuner_evaluation._constants import (
     DEFAULT_SEARCH_K_FACTOR,
     DISTANCES,
     METRIC_NAMES,
+    QRELS_METRIC_NAMES,
     SEARCHES,
 )
 
 if TYPE_CHECKING:
     from finetuner_evaluation._evaluate import EvaluationResult, evaluate_embeddings
+    from finetuner_evaluation._graded import QrelsResult, evaluate_qrels
 
 __all__ = [
     "AUTO_ANNOY_MIN_INDEX_ROWS",
@@ -30,10 +33,13 @@ __all__ = [
     "DEFAULT_SEARCH_K_FACTOR",
     "DISTANCES",
     "METRIC_NAMES",
+    "QRELS_METRIC_NAMES",
     "SEARCHES",
     "EvaluationCallback",
     "EvaluationResult",
+    "QrelsResult",
     "evaluate_embeddings",
+    "evaluate_qrels",
 ]
 
 __version__ = "0.1.0"
@@ -42,6 +48,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "EvaluationResult": "finetuner_evaluation._evaluate",
     "evaluate_embeddings": "finetuner_evaluation._evaluate",
+    "QrelsResult": "finetuner_evaluation._graded",
+    "evaluate_qrels": "finetuner_evaluation._graded",
 }
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
 from finetuner_evaluation._constants import DEFAULT_N_TREES, DISTANCES, METRIC_NAMES, SEARCHES
+from finetuner_evaluation._judged import check_dim_fits, judged_evaluation
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,11 +72,18 @@ class EvaluationCallback(Callback):
     Queries are encoded with the model's ``query_prompt`` and index documents with its
     ``document_prompt`` (text models with those options); searching the queries among
     themselves uses the query prompt.
+
+    With relevance judgments, give ``queries``, ``corpus`` and ``qrels`` instead of
+    ``query_data`` and ``index_data``: queries and corpus as ``id,text`` CSV files, BEIR JSONL
+    files, ``{id: item}`` mappings or DocLists, the judgments as a TREC qrels file, a BEIR TSV
+    or ``{query id: {document id: grade}}``. Graded metrics are then published at each cut-off
+    of ``k`` (default ``[1, 10, 100]``) as ``{caption}_{name}_at_{k}``, ``name`` one of
+    ``QRELS_METRIC_NAMES``; ``limit`` does not apply.
     """
 
     def __init__(
         self,
-        query_data: Any,
+        query_data: Any = None,
         index_data: Any = None,
         model: str | None = None,
         index_model: str | None = None,
@@ -94,10 +102,18 @@ class EvaluationCallback(Callback):
         search_k: int | None = None,
         seed: int = 0,
         truncate_dims: Sequence[int] | None = None,
+        queries: Any = None,
+        corpus: Any = None,
+        qrels: Any = None,
+        k: Sequence[int] | int | None = None,
     ) -> None:
         owner = "EvaluationCallback"
-        if query_data is None:
-            raise ConfigError(f"{owner}: query_data is required.")
+        self._judged = judged_evaluation(query_data, index_data, queries, corpus, qrels, k)
+        if query_data is None and self._judged is None:
+            raise ConfigError(
+                f"{owner}: query_data is required (or queries, corpus and qrels for judged "
+                "evaluation)."
+            )
         _positive_int(owner, "batch_size", batch_size)
         _positive_int(owner, "limit", limit)
         _positive_int(owner, "steps_per_interval", steps_per_interval, allow_none=True)
@@ -138,6 +154,8 @@ class EvaluationCallback(Callback):
         self.search_k = search_k
         self.seed = seed
         self.truncate_dims = _check_dims(owner, truncate_dims)
+        self.queries, self.corpus, self.qrels = queries, corpus, qrels
+        self.k = None if self._judged is None else list(self._judged.cutoffs)
         self._prefix: str | None = None
         self._queries: Any = None
         self._index: Any = None
@@ -147,7 +165,7 @@ class EvaluationCallback(Callback):
     def options(self) -> dict[str, Any]:
         options = super().options()
         options["truncate_dims"] = list(self.truncate_dims) or None
-        for name in ("query_data", "index_data"):
+        for name in ("query_data", "index_data", "queries", "corpus", "qrels"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
@@ -170,6 +188,12 @@ class EvaluationCallback(Callback):
                 raise ConfigError(
                     f"EvaluationCallback: {option}={name!r} is not a model of this fit; models: {', '.join(towers)}."
                 )
+        if self._judged is not None:
+            self._judged.load()
+            self._set_prefix(
+                ctx, self.model or towers[0], self.index_model or self.model or towers[0]
+            )
+            return
         queries = ctx.load_data(self.query_data, name="query_data")
         index = (
             ctx.load_data(self.index_data, name="index_data")
@@ -188,6 +212,9 @@ class EvaluationCallback(Callback):
             rng = np.random.default_rng(self.seed + 1)
             count = min(self.num_example_queries, len(queries))
             self._example_rows = np.sort(rng.choice(len(queries), size=count, replace=False))
+        self._set_prefix(ctx, query_tower, index_tower)
+
+    def _set_prefix(self, ctx: Any, query_tower: str, index_tower: str) -> None:
         if self.caption is not None:
             self._prefix = self.caption
         elif index_tower != query_tower:
@@ -199,10 +226,11 @@ class EvaluationCallback(Callback):
 
     def provided_metrics(self, ctx: Any) -> list[str]:
         assert self._prefix is not None
+        names = METRIC_NAMES if self._judged is None else self._judged.keys()
         return [
             f"{self._prefix}_{name}{suffix}"
             for suffix in ["", *(f"_dim{d}" for d in self.truncate_dims)]
-            for name in METRIC_NAMES
+            for name in names
         ]
 
     # --- producing ---------------------------------------------------------------------------
@@ -215,6 +243,9 @@ class EvaluationCallback(Callback):
         # Here, not at the top: it imports torch, and listing plugins imports this module.
         from finetuner_evaluation._evaluate import truncate_vectors
 
+        if self._judged is not None:
+            metrics, self.last_result = self._judged.evaluate(ctx, event, self)
+            return metrics
         queries, index = self._queries, self._index
         q, i, source = self._encode(ctx)
         result = self._score(q, i, source)
@@ -239,11 +270,7 @@ class EvaluationCallback(Callback):
                 ctx.record_query_results(event.stage, self._prefix, "ndcg_at_k", records)
         metrics = {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
         for dim in self.truncate_dims:
-            if dim > q.shape[1]:
-                raise ConfigError(
-                    f"EvaluationCallback: truncate_dims holds {dim}, larger than the model's "
-                    f"embedding size {q.shape[1]}; give sizes from 1 to {q.shape[1]}."
-                )
+            check_dim_fits(dim, q.shape[1])
             cut = self._score(
                 truncate_vectors(q, dim), None if i is None else truncate_vectors(i, dim), source
             )

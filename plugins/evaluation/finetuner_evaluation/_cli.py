@@ -30,7 +30,6 @@ def finetuner_add_commands(subparsers: Any) -> None:
     parser.add_argument("model", help="a registry model name (e.g. mlp) or an artifact folder/zip")
     parser.add_argument(
         "--query-data",
-        required=True,
         help="queries: a CSV file or the name of a pushed or built-in data set",
     )
     parser.add_argument(
@@ -63,6 +62,15 @@ def finetuner_add_commands(subparsers: Any) -> None:
         "--seed", type=int, default=0, help="seed of a registry model's initial weights"
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    judged = parser.add_argument_group(
+        "judged evaluation", "instead of --query-data: queries, a corpus and relevance judgments"
+    )
+    judged.add_argument("--queries", help="queries: an id,text CSV file or a BEIR .jsonl file")
+    judged.add_argument("--corpus", help="documents: an id,text CSV file or a BEIR .jsonl file")
+    judged.add_argument("--qrels", help="judgments: a TREC qrels file or a BEIR .tsv file")
+    judged.add_argument(
+        "--k", type=int, nargs="+", help="cut-offs of the judged metrics (default: 1 10 100)"
+    )
     parser.set_defaults(handler=_evaluate_command)
 
 
@@ -86,6 +94,21 @@ def _is_artifact(path: Path) -> bool:
 
 
 def _evaluate_command(args: argparse.Namespace) -> int:
+    judged = [args.queries, args.corpus, args.qrels]
+    if any(v is not None for v in judged) or args.k is not None:
+        from finetuner_evaluation._judged_cli import judged_metrics
+
+        if args.query_data or args.index_data:
+            raise ConfigError(
+                "give either --query-data/--index-data (labels) or --queries/--corpus/--qrels "
+                "(judgments), not both."
+            )
+        name, metrics, cutoffs = judged_metrics(args, _model(args, None))
+        return _show(args, name, metrics, f"k={', '.join(map(str, cutoffs))}")
+    if args.query_data is None:
+        raise ConfigError(
+            "--query-data is required (or --queries, --corpus and --qrels for judged evaluation)."
+        )
     options = kit.CSVOptions(is_labeled=args.labeled)
     queries = kit.load_dataset(args.query_data, name="query_data", csv_options=options)
     index = (
@@ -93,25 +116,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
         if args.index_data
         else None
     )
-    if _is_artifact(Path(args.model)):
-        model = finetuner.get_model(
-            args.model, select_model=args.select_model, batch_size=args.batch_size
-        )
-    else:
-        try:
-            options = json.loads(args.model_options)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--model-options is not valid JSON: {exc}") from None
-        import torch
-
-        torch.manual_seed(args.seed)  # the same untrained weights, and numbers, on every call
-        model = finetuner.build_model(
-            args.model,
-            options,
-            select_model=args.select_model,
-            batch_size=args.batch_size,
-            input_shape=queries.item_shape,
-        )
+    model = _model(args, queries.item_shape)
     name = model.name if model.name != "model" else args.model
     modality = model.modality if model.modality != "tensor" else None
     queries = queries.column(modality)
@@ -122,14 +127,40 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     metrics = _metrics(args, q, queries, i, index)
     for dim in args.truncate_dims:
         metrics.update(_truncated_metrics(args, dim, q, queries, i, index))
+    return _show(args, name, metrics, f"k={args.limit}")
+
+
+def _show(args: argparse.Namespace, name: str, metrics: dict, cutoffs: str) -> int:
     if args.json:
         print(json.dumps({"model": name, "metrics": metrics}, indent=2))
         return 0
     width = max(len(k) for k in metrics)
-    print(f"Retrieval metrics of {name} (k={args.limit}, {args.distance}):")
+    print(f"Retrieval metrics of {name} ({cutoffs}, {args.distance}):")
     for key, value in metrics.items():
         print(f"  {key.ljust(width)}  {value:.5f}")
     return 0
+
+
+def _model(args: argparse.Namespace, input_shape: Any) -> Any:
+    """The artifact's model, or the registry model built with --model-options and --seed."""
+    if _is_artifact(Path(args.model)):
+        return finetuner.get_model(
+            args.model, select_model=args.select_model, batch_size=args.batch_size
+        )
+    try:
+        options = json.loads(args.model_options)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--model-options is not valid JSON: {exc}") from None
+    import torch
+
+    torch.manual_seed(args.seed)  # the same untrained weights, and numbers, on every call
+    return finetuner.build_model(
+        args.model,
+        options,
+        select_model=args.select_model,
+        batch_size=args.batch_size,
+        input_shape=input_shape,
+    )
 
 
 def _metrics(args: argparse.Namespace, q: Any, queries: Any, i: Any, index: Any) -> dict:

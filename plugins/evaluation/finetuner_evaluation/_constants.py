@@ -13,7 +13,9 @@ __all__ = [
     "DEFAULT_SEARCH_K_FACTOR",
     "DISTANCES",
     "METRIC_NAMES",
+    "QRELS_METRIC_NAMES",
     "SEARCHES",
+    "qrels_metric_keys",
 ]
 
 from finetuner.search import DEFAULT_N_TREES, DEFAULT_SEARCH_K_FACTOR, DISTANCES
@@ -28,6 +30,16 @@ METRIC_NAMES = (
     "dcg_at_k",
     "ndcg_at_k",
 )
+
+#: Metrics of judged (qrels) evaluation, each published at every cut-off ``k`` as
+#: ``{caption}_{name}_at_{k}``: ``map`` is ``average_precision`` and ``mrr`` is
+#: ``reciprocal_rank``, both cut at ``k``; ``dcg`` and ``ndcg`` use the graded gains.
+QRELS_METRIC_NAMES = ("precision", "recall", "f1_score", "hit", "map", "mrr", "dcg", "ndcg")
+
+
+def qrels_metric_keys(cutoffs: list[int] | tuple[int, ...]) -> list[str]:
+    """``precision_at_1, ..., ndcg_at_1, precision_at_10, ...``: every metric at each cut-off."""
+    return [f"{name}_at_{k}" for k in cutoffs for name in QRELS_METRIC_NAMES]
 
 
 SEARCHES = ("exact", "annoy", "auto")
