@@ -37,6 +37,51 @@ def _positive_int(owner: str, name: str, value: Any, *, allow_none: bool = False
         )
 
 
+_STORED = (
+    "query_data",
+    "index_data",
+    "model",
+    "index_model",
+    "batch_size",
+    "limit",
+    "distance",
+    "num_workers",
+    "steps_per_interval",
+    "num_example_queries",
+    "caption",
+    "query_sample_size",
+    "search",
+    "n_trees",
+    "search_k",
+    "seed",
+    "queries",
+    "corpus",
+    "qrels",
+)
+
+
+def _check_values(owner: str, **values: Any) -> None:
+    """The numbers and names of ``EvaluationCallback``'s options are within their limits."""
+    for name in ("batch_size", "limit", "num_example_queries", "n_trees"):
+        _positive_int(owner, name, values[name])
+    for name in ("steps_per_interval", "query_sample_size", "search_k"):
+        _positive_int(owner, name, values[name], allow_none=True)
+    workers = values["num_workers"]
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"{owner}: num_workers must be a non-negative integer, not {workers!r}.")
+    if values["distance"] not in DISTANCES:
+        raise ConfigError(
+            f"{owner}: unknown distance {values['distance']!r}; use one of {', '.join(DISTANCES)}."
+        )
+    if values["search"] not in SEARCHES:
+        raise ConfigError(
+            f"{owner}: unknown search {values['search']!r}; use one of {', '.join(SEARCHES)}."
+        )
+    caption = values["caption"]
+    if caption is not None and (not isinstance(caption, str) or not caption):
+        raise ConfigError(f"{owner}: caption must be a non-empty string, not {caption!r}.")
+
+
 class EvaluationCallback(Callback):
     """Evaluate retrieval quality with the model being fine-tuned.
 
@@ -107,6 +152,7 @@ class EvaluationCallback(Callback):
         qrels: Any = None,
         k: Sequence[int] | int | None = None,
     ) -> None:
+        given = dict(locals())
         owner = "EvaluationCallback"
         self._judged = judged_evaluation(query_data, index_data, queries, corpus, qrels, k)
         if query_data is None and self._judged is None:
@@ -114,47 +160,24 @@ class EvaluationCallback(Callback):
                 f"{owner}: query_data is required (or queries, corpus and qrels for judged "
                 "evaluation)."
             )
-        _positive_int(owner, "batch_size", batch_size)
-        _positive_int(owner, "limit", limit)
-        _positive_int(owner, "steps_per_interval", steps_per_interval, allow_none=True)
-        _positive_int(owner, "num_example_queries", num_example_queries)
-        _positive_int(owner, "query_sample_size", query_sample_size, allow_none=True)
-        _positive_int(owner, "n_trees", n_trees)
-        _positive_int(owner, "search_k", search_k, allow_none=True)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(
-                f"{owner}: num_workers must be a non-negative integer, not {num_workers!r}."
-            )
-        if distance not in DISTANCES:
-            raise ConfigError(
-                f"{owner}: unknown distance {distance!r}; use one of {', '.join(DISTANCES)}."
-            )
-        if search not in SEARCHES:
-            raise ConfigError(
-                f"{owner}: unknown search {search!r}; use one of {', '.join(SEARCHES)}."
-            )
-        if caption is not None and (not isinstance(caption, str) or not caption):
-            raise ConfigError(f"{owner}: caption must be a non-empty string, not {caption!r}.")
-        self.query_data = query_data
-        self.index_data = index_data
-        self.model = model
-        self.index_model = index_model
-        self.batch_size = batch_size
-        self.exclude_self = bool(exclude_self)
-        self.limit = limit
-        self.distance = distance
-        self.num_workers = num_workers
-        self.steps_per_interval = steps_per_interval
-        self.gather_examples = bool(gather_examples)
-        self.num_example_queries = num_example_queries
-        self.caption = caption
-        self.query_sample_size = query_sample_size
-        self.search = search
-        self.n_trees = n_trees
-        self.search_k = search_k
-        self.seed = seed
+        _check_values(
+            owner,
+            batch_size=batch_size,
+            limit=limit,
+            steps_per_interval=steps_per_interval,
+            num_example_queries=num_example_queries,
+            query_sample_size=query_sample_size,
+            n_trees=n_trees,
+            search_k=search_k,
+            num_workers=num_workers,
+            distance=distance,
+            search=search,
+            caption=caption,
+        )
+        for name in _STORED:  # the options as given (and so as options() records them)
+            setattr(self, name, given[name])
+        self.exclude_self, self.gather_examples = bool(exclude_self), bool(gather_examples)
         self.truncate_dims = _check_dims(owner, truncate_dims)
-        self.queries, self.corpus, self.qrels = queries, corpus, qrels
         self.k = None if self._judged is None else list(self._judged.cutoffs)
         self._prefix: str | None = None
         self._queries: Any = None
