@@ -6,6 +6,8 @@ Light at import: numpy and torch load only when a fit configures or evaluates.
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["JudgedEvaluation", "check_dim_fits", "judged_evaluation"]
 
 from collections.abc import Mapping
@@ -105,6 +107,10 @@ class JudgedEvaluation:
         if callback.gather_examples and event.stage in ("before", "after"):
             count = min(callback.num_example_queries, len(q))
             ctx.record_examples(event.stage, self.examples(result, range(count)))
+        if event.stage in ("before", "after") and hasattr(ctx, "record_query_results"):
+            metric = self.report_metric()
+            records = self.query_records(result, metric)
+            ctx.record_query_results(event.stage, prefix, metric, records)
         metrics = {f"{prefix}_{key}": float(v) for key, v in result.metrics.items()}
         for dim in callback.truncate_dims:
             check_dim_fits(dim, q.shape[1])
@@ -135,6 +141,35 @@ class JudgedEvaluation:
             return_details=True,
             **options,
         )
+
+    def report_metric(self) -> str:
+        """The per-query metric the run report compares: nDCG at 10, or at the cut-off
+        nearest to 10."""
+        k = min(self.cutoffs, key=lambda c: (abs(c - 10), c))
+        return f"ndcg_at_{k}"
+
+    def query_records(self, result: Any, metric: str) -> list[dict[str, Any]]:
+        """What the run report shows of each query (see :mod:`._per_query`): its *metric*,
+        its top results, and which of them are judged relevant."""
+        from finetuner_evaluation._per_query import MAX_RESULTS, spread_rows
+
+        assert self.queries is not None and self.corpus is not None and self.judgments
+        records = []
+        for row in spread_rows(len(self.queries.ids)):
+            qid = self.queries.ids[int(row)]
+            found = [int(j) for j in result.indices[int(row)][:MAX_RESULTS] if j >= 0]
+            value = float(result.per_query[metric][int(row)])
+            judged = self.judgments.get(qid, {})
+            records.append(
+                {
+                    "id": qid,
+                    "query": self.queries.describe(int(row)),
+                    "score": None if math.isnan(value) else value,
+                    "results": [self.corpus.describe(j) for j in found],
+                    "relevant": [judged.get(self.corpus.ids[j], 0) > 0 for j in found],
+                }
+            )
+        return records
 
     def examples(self, result: Any, rows: Any) -> dict[str, list[str]]:
         """The top results of the query *rows*, as display strings."""

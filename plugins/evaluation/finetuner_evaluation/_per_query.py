@@ -7,7 +7,7 @@ first :data:`MAX_RESULTS` results.
 
 from __future__ import annotations
 
-__all__ = ["MAX_QUERIES", "MAX_RESULTS", "query_records"]
+__all__ = ["MAX_QUERIES", "MAX_RESULTS", "query_records", "spread_rows"]
 
 import math
 from typing import Any
@@ -18,7 +18,8 @@ MAX_QUERIES = 1000
 MAX_RESULTS = 5
 
 
-def _rows(count: int) -> np.ndarray:
+def spread_rows(count: int) -> np.ndarray:
+    """The query rows kept: all of them, or :data:`MAX_QUERIES` spread evenly."""
     if count <= MAX_QUERIES:
         return np.arange(count)
     return np.unique(np.linspace(0, count - 1, MAX_QUERIES).astype(np.int64))
@@ -33,7 +34,7 @@ def query_records(result: Any, queries: Any, index: Any) -> list[dict[str, Any]]
         return []
     source = index if index is not None else queries
     records = []
-    for row in _rows(len(queries)):
+    for row in spread_rows(len(queries)):
         row = int(row)
         found = [int(j) for j in result.indices[row][:MAX_RESULTS] if j >= 0]
         score = float(result.query_ndcg[row])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +129,20 @@ def test_callback_publishes_graded_keys_at_every_stage(tmp_path):
     expected = evaluate_qrels(q, list(queries), c, [d.id for d in corpus], qrels, k=[1, 5, 20])
     for key, value in expected.items():
         assert history[-1]["metrics"][f"mlp_{key}"] == pytest.approx(value, abs=1e-6)
+    # the run report's per-query records: nDCG at the cut-off nearest 10, judged results
+    recorded = result.run.query_results()["mlp"]
+    expected_per_query = evaluate_qrels(
+        q, list(queries), c, [d.id for d in corpus], qrels, k=[1, 5, 20], return_details=True
+    ).per_query["ndcg_at_5"]
+    after = recorded["after"]
+    assert after["metric"] == "ndcg_at_5" and [r["id"] for r in after["queries"]] == list(queries)
+    for row, record in zip(expected_per_query, after["queries"]):
+        assert (record["score"] is None) == bool(np.isnan(row))
+        if record["score"] is not None:
+            assert record["score"] == pytest.approx(float(row), abs=1e-6)
+    first = after["queries"][0]
+    judged = [qrels["q0"].get(text.split(":")[0], 0) > 0 for text in first["results"]]
+    assert first["relevant"] == judged
 
 
 def test_evaluate_command_with_qrels(tmp_path, capsys):
