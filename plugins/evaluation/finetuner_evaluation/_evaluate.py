@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from finetuner.search import (
-    DEFAULT_INDEX_ROWS,
-    DEFAULT_QUERY_ROWS,
     annoy_top_k,
     exact_top_k,
+    recall_against_exact,
     reported_scores,
 )
 from finetuner_evaluation._constants import (
@@ -53,7 +52,9 @@ class EvaluationResult:
     positions (query positions when the queries are their own index), ``-1`` where fewer than
     ``limit`` results exist. ``scores`` holds cosine similarity, or the (squared) euclidean
     distance, and NaN where there is no result. Queries whose label has no other relevant item
-    (``R = 0``) are not in the means; ``num_queries_skipped`` counts them.
+    (``R = 0``) are not in the means; ``num_queries_skipped`` counts them. ``annoy_recall``
+    (annoy search only, else ``None``) is the mean share of each query's exact top-``limit``
+    that annoy found, checked with exact search on up to 1,000 queries drawn at random.
     """
 
     metrics: Mapping[str, float]
@@ -65,6 +66,7 @@ class EvaluationResult:
     limit: int
     indices: np.ndarray
     scores: np.ndarray
+    annoy_recall: float | None = None
 
 
 @overload
@@ -203,8 +205,8 @@ def evaluate_embeddings(
             limit,
             distance,
             exclusions,
-            query_rows=_chunk_rows or DEFAULT_QUERY_ROWS,
-            index_rows=_chunk_rows or DEFAULT_INDEX_ROWS,
+            query_rows=_chunk_rows,
+            index_rows=_chunk_rows,
         )
 
     positions_np = _pad(positions, limit, -1)
@@ -214,6 +216,11 @@ def evaluate_embeddings(
     metrics, num_scored = mean_metrics(relevance, num_relevant)
     if not return_details:
         return metrics
+    annoy_recall = None
+    if use_annoy:  # how much of the exact top-k annoy found, on a sample of queries
+        annoy_recall, _ = recall_against_exact(
+            queries, index, positions, limit, distance, exclusions
+        )
 
     scores = np.empty(ranking.shape, dtype=np.float32)
     for start in range(0, queries.num_rows, _DETAIL_ROWS):
@@ -239,6 +246,7 @@ def evaluate_embeddings(
         limit=limit,
         indices=positions_np,
         scores=scores,
+        annoy_recall=annoy_recall,
     )
 
 
