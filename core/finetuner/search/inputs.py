@@ -109,6 +109,13 @@ class Exclusions:
         lo, hi = np.searchsorted(self.query_pos, [start, stop])
         return self.query_pos[lo:hi], self.index_pos[lo:hi]
 
+    def subset(self, rows: np.ndarray) -> Exclusions:
+        """The pairs of the queries at *rows* (sorted, distinct), renumbered to their place."""
+        keep = np.isin(self.query_pos, rows)
+        return Exclusions(
+            np.searchsorted(rows, self.query_pos[keep]).astype(np.int64), self.index_pos[keep]
+        )
+
     def removed_relevant(self, query_codes: np.ndarray, index_codes: np.ndarray) -> np.ndarray:
         """Per query, how many excluded index items carry the query's label."""
         same = index_codes[self.index_pos] == query_codes[self.query_pos]

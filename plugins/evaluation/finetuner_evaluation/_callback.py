@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from finetuner.callback import Callback
 from finetuner.errors import ConfigError
-from finetuner_evaluation._constants import DEFAULT_N_TREES, DISTANCES, METRIC_NAMES, SEARCHES
+from finetuner_evaluation._constants import (
+    ANNOY_RECALL_NAME,
+    AUTO_ANNOY_MIN_INDEX_ROWS,
+    DEFAULT_N_TREES,
+    DISTANCES,
+    METRIC_NAMES,
+    SEARCHES,
+)
 from finetuner_evaluation._judged import check_dim_fits, judged_evaluation
 
 if TYPE_CHECKING:
@@ -250,11 +257,21 @@ class EvaluationCallback(Callback):
     def provided_metrics(self, ctx: Any) -> list[str]:
         assert self._prefix is not None
         names = METRIC_NAMES if self._judged is None else self._judged.keys()
-        return [
+        keys = [
             f"{self._prefix}_{name}{suffix}"
             for suffix in ["", *(f"_dim{d}" for d in self.truncate_dims)]
             for name in names
         ]
+        if self._judged is None and self._uses_annoy():  # qrels runs search on their own
+            keys.append(f"{self._prefix}_{ANNOY_RECALL_NAME}")
+        return keys
+
+    def _uses_annoy(self) -> bool:
+        """Whether ``evaluate_embeddings`` will pick annoy: it decides by the index's rows."""
+        source = self._index if self._index is not None else self._queries
+        return self.search == "annoy" or (
+            self.search == "auto" and len(source) >= AUTO_ANNOY_MIN_INDEX_ROWS
+        )
 
     # --- producing ---------------------------------------------------------------------------
 
@@ -292,6 +309,8 @@ class EvaluationCallback(Callback):
             if records:
                 ctx.record_query_results(event.stage, self._prefix, "ndcg_at_k", records)
         metrics = {f"{self._prefix}_{name}": float(value) for name, value in result.metrics.items()}
+        if result.annoy_recall is not None:
+            metrics[f"{self._prefix}_{ANNOY_RECALL_NAME}"] = float(result.annoy_recall)
         for dim in self.truncate_dims:
             check_dim_fits(dim, q.shape[1])
             cut = self._score(

@@ -8,6 +8,7 @@ annoy defaults are the core search's (``finetuner.search``, whose constants impo
 from __future__ import annotations
 
 __all__ = [
+    "ANNOY_RECALL_NAME",
     "AUTO_ANNOY_MIN_INDEX_ROWS",
     "DEFAULT_N_TREES",
     "DEFAULT_SEARCH_K_FACTOR",
@@ -43,6 +44,10 @@ def qrels_metric_keys(cutoffs: list[int] | tuple[int, ...]) -> list[str]:
 
 
 SEARCHES = ("exact", "annoy", "auto")
+
+#: With annoy, the callback also publishes ``{caption}_annoy_recall_at_k``: the mean share of
+#: each query's exact top-k that annoy found (exact search on up to 1,000 sampled queries).
+ANNOY_RECALL_NAME = "annoy_recall_at_k"
 
 #: ``search="auto"`` switches to annoy from this many index rows on, and stays exact below.
 #: Exact search costs queries x rows x dim multiply-adds and nothing up front: 10,000 queries

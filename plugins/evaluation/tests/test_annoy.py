@@ -79,3 +79,19 @@ def test_auto_is_exact_for_small_indexes_and_annoy_for_large_ones(clustered, mon
     monkeypatch.setattr(evaluate_module, "AUTO_ANNOY_MIN_INDEX_ROWS", 20_000)
     large = evaluate_embeddings(*clustered, search="auto", return_details=True)
     assert (large.search, large.approximate) == ("annoy", True)
+
+
+def test_annoy_reports_its_recall_against_exact_search(clustered):
+    approx = evaluate_embeddings(*clustered, search="annoy", return_details=True)
+    exact = evaluate_embeddings(*clustered, return_details=True)
+    assert exact.annoy_recall is None
+    found = [
+        len(set(a) & set(e)) / len(e) for a, e in zip(approx.indices, exact.indices, strict=True)
+    ]
+    # 1,000 queries: the check runs on all of them, so it is the full mean.
+    assert approx.annoy_recall == pytest.approx(np.mean(found))
+    assert 0.9 <= approx.annoy_recall <= 1.0
+    stingy = evaluate_embeddings(
+        *clustered, search="annoy", n_trees=1, search_k=20, return_details=True
+    )
+    assert stingy.annoy_recall < approx.annoy_recall

@@ -166,3 +166,14 @@ def test_queries_without_relevant_items_are_counted_in_the_metrics_record(tmp_pa
     )
     for record in result.run.metric_history():
         assert record["skipped"] == {"mlp": 1}
+
+
+def test_annoy_search_publishes_its_recall_against_exact(tmp_path):
+    callback = EvaluationCallback(query_data=make_tiny_data(seed=1), search="annoy")
+    result = run_recorded_fit(tmp_path, callbacks=[callback], epochs=1)
+    for record in result.run.metric_history():
+        assert 0.0 <= record["metrics"]["mlp_annoy_recall_at_k"] <= 1.0
+    exact = run_recorded_fit(
+        tmp_path / "exact", callbacks=[EvaluationCallback(query_data=make_tiny_data(seed=1))]
+    )
+    assert "mlp_annoy_recall_at_k" not in exact.run.metrics()["after"]
