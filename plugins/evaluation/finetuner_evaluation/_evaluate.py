@@ -188,30 +188,17 @@ def evaluate_embeddings(
         exclude_self, self_search, query_ids, index_ids, queries.num_rows, index.num_rows
     )
 
-    use_annoy = search == "annoy" or (
-        search == "auto" and index.num_rows >= AUTO_ANNOY_MIN_INDEX_ROWS
+    use_annoy, ranking, positions = ranked_search(
+        queries,
+        index,
+        limit,
+        distance,
+        exclusions,
+        search=search,
+        n_trees=n_trees,
+        search_k=search_k,
+        chunk_rows=_chunk_rows,
     )
-    if use_annoy:
-        ranking, positions = annoy_top_k(
-            queries,
-            index,
-            limit,
-            distance,
-            exclusions,
-            n_trees=n_trees,
-            search_k=search_k,
-            caller=_CALLER,
-        )
-    else:
-        ranking, positions = exact_top_k(
-            queries,
-            index,
-            limit,
-            distance,
-            exclusions,
-            query_rows=_chunk_rows,
-            index_rows=_chunk_rows,
-        )
 
     positions_np = _pad(positions, limit, -1)
     num_relevant = np.bincount(index_codes, minlength=int(query_codes.max()) + 1)[query_codes]
@@ -254,6 +241,48 @@ def evaluate_embeddings(
         query_ndcg=query_scores(relevance, num_relevant, "ndcg_at_k"),
         annoy_recall=annoy_recall,
     )
+
+
+def ranked_search(
+    queries: Any,
+    index: Any,
+    limit: int,
+    distance: str,
+    exclusions: Any,
+    *,
+    search: str,
+    n_trees: int,
+    search_k: int | None,
+    chunk_rows: int | None = None,
+    caller: str = _CALLER,
+) -> tuple[bool, np.ndarray, np.ndarray]:
+    """``(annoy was used, scores, positions)`` of each query's best *limit* index rows:
+    annoy for ``search='annoy'`` (or ``'auto'`` on a large index), else exact search."""
+    use_annoy = search == "annoy" or (
+        search == "auto" and index.num_rows >= AUTO_ANNOY_MIN_INDEX_ROWS
+    )
+    if use_annoy:
+        ranking, positions = annoy_top_k(
+            queries,
+            index,
+            limit,
+            distance,
+            exclusions,
+            n_trees=n_trees,
+            search_k=search_k,
+            caller=caller,
+        )
+    else:
+        ranking, positions = exact_top_k(
+            queries,
+            index,
+            limit,
+            distance,
+            exclusions,
+            query_rows=chunk_rows,
+            index_rows=chunk_rows,
+        )
+    return use_annoy, ranking, positions
 
 
 def _check_options(

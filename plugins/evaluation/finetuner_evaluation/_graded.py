@@ -22,14 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from finetuner.search import annoy_top_k, exact_top_k
 from finetuner_evaluation._constants import (
-    AUTO_ANNOY_MIN_INDEX_ROWS,
     DEFAULT_N_TREES,
     QRELS_METRIC_NAMES,
 )
 from finetuner_evaluation._errors import DataError
-from finetuner_evaluation._evaluate import _check_options, _pad
+from finetuner_evaluation._evaluate import _check_options, _pad, ranked_search
 from finetuner_evaluation._inputs import (
     Embeddings,
     empty_exclusions,
@@ -168,22 +166,17 @@ def _search(
         )
         assert d_codes is not None
         exclusions = exclusions_by_id(q_codes, d_codes)
-    use_annoy = search == "annoy" or (
-        search == "auto" and corpus.num_rows >= AUTO_ANNOY_MIN_INDEX_ROWS
+    use_annoy, _, positions = ranked_search(
+        queries,
+        corpus,
+        limit,
+        distance,
+        exclusions,
+        search=search,
+        n_trees=n_trees,
+        search_k=search_k,
+        caller=_CALLER,
     )
-    if use_annoy:
-        _, positions = annoy_top_k(
-            queries,
-            corpus,
-            limit,
-            distance,
-            exclusions,
-            n_trees=n_trees,
-            search_k=search_k,
-            caller=_CALLER,
-        )
-    else:
-        _, positions = exact_top_k(queries, corpus, limit, distance, exclusions)
     return use_annoy, positions
 
 
