@@ -122,8 +122,18 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     queries = queries.column(modality)
     index = index.column(modality) if index is not None else None
     encoding = {"batch_size": args.batch_size, "precision": args.precision}
-    q = finetuner.encode(model, queries, prompt="query", **encoding)
-    i = finetuner.encode(model, index, prompt="document", **encoding) if index is not None else None
+    from finetuner.mining.model import progress_bar
+    from finetuner_evaluation._judged_cli import encode_in_chunks
+
+    with progress_bar(enabled=not args.json) as task:
+        rows = queries.columns[0].values
+        q = encode_in_chunks(model, rows, "query", task("Encoding queries", len(rows)), encoding)
+        i = None
+        if index is not None:
+            rows = index.columns[0].values
+            i = encode_in_chunks(
+                model, rows, "document", task("Encoding the index", len(rows)), encoding
+            )
     metrics = _metrics(args, q, queries, i, index)
     for dim in args.truncate_dims:
         metrics.update(_truncated_metrics(args, dim, q, queries, i, index))

@@ -30,8 +30,12 @@ def judged_metrics(args: argparse.Namespace, model: Any) -> tuple[str, dict[str,
     encoding = {"batch_size": args.batch_size, "precision": args.precision}
     with progress_bar(enabled=not args.json) as task:
         queries, corpus = judged.queries.values, judged.corpus.values
-        q = _encode(model, queries, "query", task("Encoding queries", len(queries)), encoding)
-        c = _encode(model, corpus, "document", task("Encoding corpus", len(corpus)), encoding)
+        q = encode_in_chunks(
+            model, queries, "query", task("Encoding queries", len(queries)), encoding
+        )
+        c = encode_in_chunks(
+            model, corpus, "document", task("Encoding corpus", len(corpus)), encoding
+        )
     options = {
         "distance": args.distance,
         "search": args.search,
@@ -49,7 +53,10 @@ def judged_metrics(args: argparse.Namespace, model: Any) -> tuple[str, dict[str,
     return name, metrics, judged.cutoffs
 
 
-def _encode(model: Any, values: list, prompt: str, advance: Any, encoding: dict) -> np.ndarray:
+def encode_in_chunks(
+    model: Any, values: Any, prompt: str, advance: Any, encoding: dict
+) -> np.ndarray:
+    """*values* encoded a few batches at a time, calling ``advance(rows)`` after each."""
     import finetuner
 
     chunk = encoding["batch_size"] * _CHUNK_BATCHES
