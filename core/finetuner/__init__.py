@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _compat
 from ._version import __version__
 from .errors import (
+    ArtifactError,
     ConfigError,
     DataError,
     ExperimentNotFoundError,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .runs import Run
 
 __all__ = [
+    "ArtifactError",
     "CSVOptions",
     "ConfigError",
     "DataError",

@@ -6,6 +6,7 @@ Every message says what is wrong, where, and what to do about it.
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactError",
     "ConfigError",
     "DataError",
     "DistributedError",
@@ -52,6 +53,10 @@ class PluginWarning(UserWarning):
 
 class RunError(FinetunerError):
     """A run or experiment cannot be found, read or changed."""
+
+
+class ArtifactError(RunError):
+    """An artifact (a folder or zip written by a fit) is damaged, tampered with or unsafe to load."""
 
 
 class RunNotFoundError(RunError, LookupError):
