@@ -11,6 +11,7 @@ distribution to install (:mod:`finetuner.plugins.catalog`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,17 +68,35 @@ class Callback:
     def options(self) -> dict[str, Any]:
         """The options this callback was created with, recorded in the run's config.
 
-        The default returns the public instance attributes that are plain values.
+        The default returns, for each parameter of ``__init__``, the instance attribute of the
+        same name when it holds a plain value (a string, number, bool or ``None``, or a list
+        or tuple of those, recorded as a list). State the callback keeps (results, counters)
+        is not an option and is never recorded; override this method to record options kept
+        under other names or in other forms.
         """
+        names = [
+            name
+            for name, parameter in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self"
+            and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        ]
+        values = vars(self) if hasattr(self, "__dict__") else {}
         return {
-            key: value
-            for key, value in vars(self).items()
-            if not key.startswith("_") and isinstance(value, str | int | float | bool | type(None))
+            name: list(values[name]) if isinstance(values[name], list | tuple) else values[name]
+            for name in names
+            if name in values and _is_plain(values[name])
         }
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
+
+
+def _is_plain(value: Any) -> bool:
+    """A value a run's JSON config records as it is."""
+    if isinstance(value, list | tuple):
+        return all(_is_plain(item) and not isinstance(item, list | tuple) for item in value)
+    return isinstance(value, str | int | float | bool | type(None))
 
 
 # Discovery checks that callback entry points name a subclass of this class.

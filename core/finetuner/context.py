@@ -49,7 +49,11 @@ class Control:
         self._step_checkpoint_reason: str | None = None
 
     def request_stop(self, reason: str, *, source: str | None = None) -> None:
-        """Stop training at the end of the current epoch, for *reason* (shown to the user)."""
+        """Stop training at the end of the current epoch, for *reason* (shown to the user).
+
+        *source* names who asks, by convention the plugin's name; it is only recorded: as
+        ``by`` in the log's ``training stopped`` record and as ``stopped_by`` (beside
+        ``stop_reason``) in the finished run's ``status.json``. The first request wins."""
         if not reason or not isinstance(reason, str):
             raise ConfigError("request_stop needs a reason: a short sentence saying why.")
         if self._stop_reason is None:  # the first request wins; later ones add nothing

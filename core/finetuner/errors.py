@@ -9,6 +9,7 @@ __all__ = [
     "ArtifactError",
     "ConfigError",
     "DataError",
+    "DataWarning",
     "DistributedError",
     "ExperimentNotFoundError",
     "FinetunerError",
@@ -36,6 +37,10 @@ class ConfigError(FinetunerError, ValueError):
 
 class DataError(FinetunerError, ValueError):
     """Training, evaluation or inference data cannot be used as given."""
+
+
+class DataWarning(UserWarning):
+    """Data that can be used, but probably not as meant (the warning says how to fix it)."""
 
 
 class PluginError(FinetunerError):

@@ -188,7 +188,9 @@ def finetuner_on_metrics(ctx: TrainingContext, event: MetricsPublished) -> None:
 
     ``event.metrics`` always holds every producer's results for the same ``stage`` and
     ``epoch`` (the ordering guarantee). To stop training, call
-    ``ctx.control.request_stop(reason)``; the trainer honours it at the end of the epoch.
+    ``ctx.control.request_stop(reason, source=plugin_name)``; the trainer honours it at the
+    end of the epoch, and the finished run's ``status.json`` records ``stop_reason`` and
+    ``stopped_by``.
     Must not change the model's weights: do that in ``finetuner_on_train_end``.
     """
 

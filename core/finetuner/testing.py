@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import finetuner
 
 from .callback import Callback
@@ -289,14 +287,23 @@ def run_recorded_fit(
     return FitResult(run=run, recorder=recorder)
 
 
-@pytest.fixture
-def tiny_data() -> list[tuple[Any, int]]:
-    return make_tiny_data()
+# The helpers above need no pytest (the documentation's examples use them); the fixtures do.
+try:
+    import pytest
+except ModuleNotFoundError:  # pragma: no cover - pytest is a test dependency
+    pass
+else:
 
+    @pytest.fixture
+    def tiny_data() -> list[tuple[Any, int]]:
+        """Forty ``(tensor, label)`` pairs in four classes: :func:`make_tiny_data`."""
+        return make_tiny_data()
 
-@pytest.fixture
-def finetuner_fit(tmp_path: Path) -> Callable[..., FitResult]:
-    def run(**options: Any) -> FitResult:
-        return run_recorded_fit(tmp_path / "runs", **options)
+    @pytest.fixture
+    def finetuner_fit(tmp_path: Path) -> Callable[..., FitResult]:
+        """:func:`run_recorded_fit` with ``runs_dir`` set to ``tmp_path / "runs"``."""
 
-    return run
+        def run(**options: Any) -> FitResult:
+            return run_recorded_fit(tmp_path / "runs", **options)
+
+        return run

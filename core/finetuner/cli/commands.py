@@ -112,10 +112,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             return 0
         print(f"run:        {run.name}")
         print(f"experiment: {run.experiment_name}")
-        print(
-            f"status:     {status['status']}"
-            + (f" ({status.get('reason')})" if status.get("reason") else "")
-        )
+        print(f"status:     {status['status']}{_status_detail(status)}")
         print(f"path:       {run.path}")
         run.display_metrics()
         return 0
@@ -144,6 +141,18 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             f"{run.experiment_name}/{run.name}  {status['status']}  {status.get('created_at') or ''}"
         )
     return 0
+
+
+def _status_detail(status: dict[str, Any]) -> str:
+    """What follows the status word: a failure's reason, or why training stopped early."""
+    if status.get("reason"):
+        return f" ({status['reason']})"
+    if status.get("stop_reason"):
+        by = f" by {status['stopped_by']}" if status.get("stopped_by") else ""
+        epochs = status.get("epochs_completed")
+        after = f" after {epochs} epoch{'s' * (epochs != 1)}" if epochs is not None else ""
+        return f" (stopped early{after}{by}: {status['stop_reason']})"
+    return ""
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from .csv_options import CSV_SUFFIXES as CSV_SUFFIXES
 from .csv_options import CSVOptions, as_csv_options, is_csv_source
 from .image_references import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from .image_references import ImageResolver, is_image_reference, resolve_image_reference
+from .label_hint import warn_if_labels
 
 __all__ = [
     "CSVOptions",
@@ -284,6 +285,8 @@ def _table(
             "pairs", columns, modalities, _group_labels(columns[0]), None, row_lines, source
         )
     if numeric is None:
+        if width == 2 and modalities == ["text", "text"]:
+            warn_if_labels(columns[0], columns[1], source)
         labels = _group_labels(columns[0])
         return CSVTable("retrieval", columns, modalities, labels, None, row_lines, source)
     kind = "scored" if width == 3 else "triplets"

@@ -75,6 +75,12 @@ class ClassBalancedBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def filled(self) -> int:
+        """The items of each batch: fewer than ``batch_size`` when the classes cannot fill it."""
+        present = sum(1 for m in self.members if len(m))
+        return self.per_class * min(self.classes_per_batch, present)
+
     def __len__(self) -> int:
         per_batch = self.per_class * self.classes_per_batch
         return max(1, math.ceil(len(self.labels) / per_batch))

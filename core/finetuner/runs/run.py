@@ -114,7 +114,10 @@ class Run:
     def status(self) -> dict[str, Any]:
         """The content of ``status.json``, read now: ``status`` (``CREATED``, ``STARTED``,
         ``FINISHED``, ``FAILED``), ``created_at``, ``updated_at``, ``started_at``,
-        ``finished_at``, ``pid``, ``reason``, ``plugin``, ``hook`` and any extra fields."""
+        ``finished_at``, ``pid``, ``reason``, ``plugin``, ``hook`` and any extra fields; a
+        finished run adds ``duration_s``, ``epochs_completed`` and, when a plugin stopped it
+        early, ``stop_reason`` and ``stopped_by`` (the ``source`` given to
+        ``ctx.control.request_stop``), both ``None`` otherwise."""
         path = self._path / STATUS_FILE
         try:
             status = read_json(path, "status")

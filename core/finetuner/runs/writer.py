@@ -84,6 +84,8 @@ class RunWriter:
                 plugin=None,
                 hook=None,
                 phase=None,
+                stop_reason=None,
+                stopped_by=None,
             )
         elif state in (RunStatus.FINISHED, RunStatus.FAILED):
             content["finished_at"] = now

@@ -143,8 +143,13 @@ class FitLoop:
         duration = time.perf_counter() - started
         artifact, size = self._artifact(duration, epochs_done)
         self._fit_end(artifact, size, duration)
+        control = self.ctx.control
         self.writer.set_status(
-            RunStatus.FINISHED, duration_s=round(duration, 3), epochs_completed=epochs_done
+            RunStatus.FINISHED,
+            duration_s=round(duration, 3),
+            epochs_completed=epochs_done,
+            stop_reason=control.stop_reason,
+            stopped_by=control.stop_requested_by,
         )
         self.log.info("run finished", duration_s=round(duration, 3))
         distributed.barrier()  # no rank returns before rank 0 has recorded the end

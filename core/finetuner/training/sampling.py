@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ..config import FitConfig
 from ..data import (
     KINDS,
@@ -11,10 +13,17 @@ from ..data import (
     RandomBatchSampler,
     ShardedBatchSampler,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, DataWarning
 from .losses import CLASSIFICATION_LOSSES, uses_in_batch_negatives
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Sampler", "batch_size_for", "build_sampler", "sampler_kind"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "Sampler",
+    "batch_size_for",
+    "build_sampler",
+    "sampler_kind",
+    "warn_unfilled_batches",
+]
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -71,3 +80,30 @@ def build_sampler(
     else:
         inner = RandomBatchSampler(len(data), size, seed)
     return ShardedBatchSampler(inner, rank, world_size) if world_size > 1 else inner
+
+
+def warn_unfilled_batches(sampler: Sampler) -> None:
+    """Warn, once per fit, when a class-balanced *sampler* cannot fill the batch size asked
+    for: it draws ``num_items_per_class`` items from each of at most as many classes as the
+    data has, so a large batch of few classes comes out smaller."""
+    inner = sampler.inner if isinstance(sampler, ShardedBatchSampler) else sampler
+    if not isinstance(inner, ClassBalancedBatchSampler) or inner.filled >= inner.batch_size:
+        return
+    asked, classes = inner.batch_size, sum(1 for m in inner.members if len(m))
+    per_class = _per_class_to_fill(asked, classes)
+    warnings.warn(
+        f"batch_size={asked}: the class-balanced sampler trains with batches of {inner.filled} "
+        f"items, {inner.filled // inner.per_class} classes of num_items_per_class="
+        f"{inner.per_class} (train_data has {classes} classes). For batches of "
+        f"{per_class * min(classes, asked // per_class)}, pass num_items_per_class={per_class}; "
+        "or use sampler='random', which fills any batch size.",
+        DataWarning,
+        stacklevel=2,
+    )
+
+
+def _per_class_to_fill(batch_size: int, classes: int) -> int:
+    """The smallest ``num_items_per_class`` whose batches come closest to *batch_size*."""
+    start = max(2, -(-batch_size // max(classes, 1)))
+    candidates = range(start, max(start, batch_size // 2) + 1)
+    return max(candidates, key=lambda p: (p * min(classes, batch_size // p), -p))

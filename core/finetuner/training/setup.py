@@ -36,7 +36,7 @@ from .optimization import (
     build_scheduler_for,
 )
 from .randomness import seeded
-from .sampling import Sampler, batch_size_for, build_sampler, sampler_kind
+from .sampling import Sampler, batch_size_for, build_sampler, sampler_kind, warn_unfilled_batches
 
 __all__ = ["FitSetup", "build_setup", "check_callbacks", "steps_for"]
 
@@ -193,6 +193,8 @@ def _sampler(
             f"train_data has {len(train)} rows, too few for {dist.world_size} processes "
             "(each needs at least one row of every batch); add data or use fewer processes."
         )
+    if dist.is_main:  # one warning for the whole fit
+        warn_unfilled_batches(sampler)
     return sampler
 
 

@@ -122,8 +122,10 @@ def evaluate_qrels(
         queries, corpus, (qids, dids), limit, distance, exclude_self, search, n_trees, search_k
     )
     positions = _pad(positions, limit, -1)
-    gains, ideal = judged_gains(positions, qids, dids, judgments, exclude_self=exclude_self)
-    per_query = graded_metrics(gains, ideal, cutoffs)
+    gains, ideal, relevant = judged_gains(
+        positions, qids, dids, judgments, exclude_self=exclude_self
+    )
+    per_query = graded_metrics(gains, ideal, cutoffs, num_relevant=relevant)
     scored = ~np.isnan(per_query[f"{QRELS_METRIC_NAMES[0]}_at_{cutoffs[0]}"])
     count = int(scored.sum())
     metrics = {
@@ -198,12 +200,14 @@ def judged_gains(
     judgments: Mapping[str, Mapping[str, int]],
     *,
     exclude_self: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The grade of each result (0 when unjudged or absent), and each query's judged grades
-    above 0, highest first, zero-padded to the width of *positions*."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grade of each result (0 when unjudged or absent); each query's judged grades above
+    0, highest first, cut or zero-padded to the width of *positions*; and ``R``, each query's
+    number of relevant documents, which may exceed that width."""
     num_queries, width = positions.shape
     corpus_row = {doc_id: row for row, doc_id in enumerate(corpus_ids)}
     ideal = np.zeros((num_queries, width), dtype=np.float64)
+    relevant = np.zeros(num_queries, dtype=np.int64)
     keys, grades = [], []
     for row, qid in enumerate(query_ids):
         judged = {
@@ -213,6 +217,7 @@ def judged_gains(
         }
         best = sorted(judged.values(), reverse=True)[:width]
         ideal[row, : len(best)] = best
+        relevant[row] = len(judged)
         keys.extend(row * len(corpus_ids) + col for col in judged)
         grades.extend(judged.values())
     gains = np.zeros((num_queries, width), dtype=np.float64)
@@ -224,18 +229,25 @@ def judged_gains(
         at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
         hit = (positions >= 0) & (sorted_keys[at] == wanted)
         gains[hit] = sorted_grades[at[hit]]
-    return gains, ideal
+    return gains, ideal, relevant
 
 
 def graded_metrics(
-    gains: np.ndarray, ideal: np.ndarray, cutoffs: Sequence[int]
+    gains: np.ndarray,
+    ideal: np.ndarray,
+    cutoffs: Sequence[int],
+    *,
+    num_relevant: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every metric at every cut-off, per query; NaN for queries with no relevant document.
 
     ``gains`` is ``(queries, max(cutoffs))``, the grade at each rank; ``ideal`` the same shape,
-    each query's relevant grades highest first (so ``R`` is its count of non-zeros).
+    each query's relevant grades highest first. ``num_relevant`` is ``R`` per query; without
+    it, ``R`` is the count of non-zeros of ``ideal``, which is right only when no query has
+    more relevant documents than ``max(cutoffs)`` (recall divides by the whole ``R``).
     """
-    num_relevant = (ideal > 0).sum(axis=1)
+    if num_relevant is None:
+        num_relevant = (ideal > 0).sum(axis=1)
     scored = num_relevant > 0
     out: dict[str, np.ndarray] = {}
     for k in cutoffs:

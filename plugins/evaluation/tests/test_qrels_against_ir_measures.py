@@ -177,3 +177,11 @@ def test_no_scorable_query_gives_nan():
     result = _hand({"q": {"a": 0}}, [1])
     assert result.num_queries_scored == 0
     assert math.isnan(result.metrics["ndcg_at_1"])
+
+
+def test_recall_counts_relevant_documents_beyond_the_largest_cutoff():
+    # Three relevant documents, k = 1: one found of three, whatever the largest cut-off is.
+    result = _hand({"q": {"a": 1, "b": 1, "c": 1}}, [1])
+    assert result.metrics["recall_at_1"] == pytest.approx(1 / 3)
+    assert result.metrics["f1_score_at_1"] == pytest.approx(2 * 1 * (1 / 3) / (1 + 1 / 3))
+    assert result.metrics["map_at_1"] == 1.0  # divided by min(R, k) = 1
