@@ -283,6 +283,11 @@ def encodable_values(data: Any, modality: str) -> tuple[Any, Any]:
     if isinstance(data, torch.Tensor):
         return data.to(torch.float32), None
     if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise DataError(
+                f"cannot encode a numpy array of dtype {data.dtype}: tensor items are numbers; "
+                "pass texts as a list of strings."
+            )
         return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), None
     if isinstance(data, str):
         raise DataError("encode takes a list of texts, not one string: encode(model, [text]).")

@@ -7,6 +7,7 @@ in-batch-negative losses of text-image pairs and retrieval data (``CLIPLoss``,
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,8 +179,39 @@ def validate_miner_name(name: str) -> str:
     return name
 
 
+# Options whose value must be above zero in every loss that has them: a softmax temperature
+# of 0 divides by zero, and a scale of 0 makes every similarity equal.
+_POSITIVE_OPTIONS = frozenset({"temperature", "scale", "tau", "mini_batch_size"})
+_NON_NEGATIVE_OPTIONS = frozenset({"margin", "pos_margin", "neg_margin"})
+
+
+def _check_option_values(
+    cls: type, options: Mapping[str, Any], params: Mapping[str, inspect.Parameter], what: str
+) -> None:
+    """Refuse values that make the loss (or miner) meaningless before it is built: a number
+    that is not finite, a non-positive temperature or scale, a negative margin, and a text
+    or other value where the default is a number."""
+    for key, value in options.items():
+        param = params.get(key)
+        default = param.default if param is not None else inspect.Parameter.empty
+        numeric_default = isinstance(default, (int, float)) and not isinstance(default, bool)
+        where = f"{what}_options: {cls.__name__} option {key!r}"
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric_default and not is_number:
+            raise ConfigError(f"{where} takes a number (default {default!r}), not {value!r}.")
+        if not is_number:
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} is {value}; give a finite number.")
+        if key in _POSITIVE_OPTIONS and value <= 0:
+            raise ConfigError(f"{where} must be greater than 0, not {value}.")
+        if key in _NON_NEGATIVE_OPTIONS and value < 0 and what == "loss":
+            raise ConfigError(f"{where} must be at least 0, not {value}.")
+
+
 def _instantiate(cls: type, options: Mapping[str, Any], what: str, auto: Mapping[str, Any]) -> Any:
     params = inspect.signature(cls).parameters
+    _check_option_values(cls, options, params, what)
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in auto.items() if k in params and k not in options}
     kwargs.update(options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -93,13 +94,29 @@ def _fusable(name: str, groups: list[Any], kwargs: Mapping[str, Any]) -> bool:
     )
 
 
+def _check_optimizer_keys(name: str, options: Mapping[str, Any], option: str) -> None:
+    """Every key of *options* is an argument of the optimizer *name*."""
+    accepted = [
+        p for p in inspect.signature(getattr(torch.optim, name)).parameters if p != "params"
+    ]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"{option}: {name} has no option {key!r}; its options are "
+                f"{', '.join(accepted)}.{close_matches_hint(str(key), accepted)}"
+            )
+
+
 def build_optimizer(
     name: str,
     param_groups: Iterable[Any],
     options: Mapping[str, Any],
     learning_rate: float | None,
+    *,
+    option: str = "optimizer_options",
 ) -> torch.optim.Optimizer:
     validate_optimizer_name(name)
+    _check_optimizer_keys(name, options, option)
     kwargs = dict(options)
     if learning_rate is not None:
         kwargs["lr"] = learning_rate
@@ -114,7 +131,7 @@ def build_optimizer(
     try:
         return getattr(torch.optim, name)(groups, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"optimizer_options for {name} are invalid: {exc}") from exc
+        raise ConfigError(f"{option} for {name} are invalid: {exc}") from exc
 
 
 def _lambda(
