@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import finetuner
-from finetuner.errors import ConfigError, DataError, TrainingDivergedError
+from finetuner.errors import ConfigError, TrainingDivergedError
 from finetuner.runs import RunStatus
 from finetuner.testing import make_tiny_data
 
