@@ -173,10 +173,8 @@ def _model(args: argparse.Namespace, input_shape: Any) -> Any:
             f"--model-options must be a JSON object such as '{{\"hidden_sizes\": [64]}}', "
             f"not {args.model_options!r}."
         )
-    from finetuner.config.options import SEED_MAX
-
-    if not 0 <= args.seed <= SEED_MAX:
-        raise ConfigError(f"--seed must be from 0 to {SEED_MAX}, not {args.seed}.")
+    if not 0 <= args.seed <= kit.SEED_MAX:
+        raise ConfigError(f"--seed must be from 0 to {kit.SEED_MAX}, not {args.seed}.")
     import torch
 
     torch.manual_seed(args.seed)  # the same untrained weights, and numbers, on every call
