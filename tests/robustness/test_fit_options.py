@@ -111,6 +111,64 @@ BROKEN_OPTIONS = [
         ConfigError,
         r"miner_options: TripletMarginMiner option 'margin' is nan",
     ),
+    (
+        "swap-text",
+        dict(loss="TripletMarginLoss", loss_options={"swap": "yes"}),
+        ConfigError,
+        r"TripletMarginLoss option 'swap' takes true or false",
+    ),
+    (
+        "distance-a-name",
+        dict(loss="TripletMarginLoss", loss_options={"distance": "cosine"}),
+        ConfigError,
+        r"option 'distance' takes a pytorch-metric-learning object",
+    ),
+    (
+        "matryoshka-weight-nan",
+        dict(
+            loss="MatryoshkaLoss",
+            loss_options={"loss": "TripletMarginLoss", "dims": [4, 8], "weights": [1, NAN]},
+        ),
+        ConfigError,
+        r"MatryoshkaLoss 'weights' must be a list of finite numbers",
+    ),
+    # optimizer and scheduler values of the wrong kind
+    (
+        "betas-a-number",
+        dict(optimizer_options={"betas": 0.9}),
+        ConfigError,
+        r"optimizer_options: Adam option 'betas' takes a list",
+    ),
+    (
+        "weight-decay-text",
+        dict(optimizer_options={"weight_decay": "x"}),
+        ConfigError,
+        r"Adam option 'weight_decay' takes a number",
+    ),
+    (
+        "weight-decay-nan",
+        dict(optimizer_options={"weight_decay": NAN}),
+        ConfigError,
+        r"Adam option 'weight_decay' is nan",
+    ),
+    (
+        "num-cycles-text",
+        dict(scheduler="cosine", scheduler_options={"num_cycles": "x"}),
+        ConfigError,
+        r"scheduler_options: num_cycles must be a finite number",
+    ),
+    (
+        "lr-end-nan",
+        dict(scheduler="polynomial", scheduler_options={"lr_end": NAN}),
+        ConfigError,
+        r"scheduler_options: lr_end",
+    ),
+    (
+        "training-steps-true",
+        dict(scheduler="linear", scheduler_options={"num_training_steps": True}),
+        ConfigError,
+        r"scheduler_options: num_training_steps",
+    ),
     # seeds, workers and other bounds
     ("seed-2-to-the-32", dict(seed=2**32), ConfigError, r"option 'seed'.*4294967295"),
     ("seed-2-to-the-64", dict(seed=2**64), ConfigError, r"option 'seed'"),

@@ -22,6 +22,7 @@ from .contrastive import (
     MatryoshkaLoss,
     MultipleNegativesRankingLoss,
 )
+from .option_values import check_option_types, is_number
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -185,24 +186,15 @@ _POSITIVE_OPTIONS = frozenset({"temperature", "scale", "tau", "mini_batch_size"}
 _NON_NEGATIVE_OPTIONS = frozenset({"margin", "pos_margin", "neg_margin"})
 
 
-def _check_option_values(
-    cls: type, options: Mapping[str, Any], params: Mapping[str, inspect.Parameter], what: str
-) -> None:
-    """Refuse values that make the loss (or miner) meaningless before it is built: a number
-    that is not finite, a non-positive temperature or scale, a negative margin, and a text
-    or other value where the default is a number."""
+def _check_option_values(cls: type, options: Mapping[str, Any], what: str) -> None:
+    """Refuse values that make the loss (or miner) meaningless before it is built: a value
+    of the wrong kind or a number that is not finite (:func:`check_option_types`), a
+    non-positive temperature or scale, a negative margin."""
+    check_option_types(cls, options, f"{what}_options")
     for key, value in options.items():
-        param = params.get(key)
-        default = param.default if param is not None else inspect.Parameter.empty
-        numeric_default = isinstance(default, (int, float)) and not isinstance(default, bool)
-        where = f"{what}_options: {cls.__name__} option {key!r}"
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if numeric_default and not is_number:
-            raise ConfigError(f"{where} takes a number (default {default!r}), not {value!r}.")
-        if not is_number:
+        if not is_number(value):
             continue
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} is {value}; give a finite number.")
+        where = f"{what}_options: {cls.__name__} option {key!r}"
         if key in _POSITIVE_OPTIONS and value <= 0:
             raise ConfigError(f"{where} must be greater than 0, not {value}.")
         if key in _NON_NEGATIVE_OPTIONS and value < 0 and what == "loss":
@@ -211,7 +203,7 @@ def _check_option_values(
 
 def _instantiate(cls: type, options: Mapping[str, Any], what: str, auto: Mapping[str, Any]) -> Any:
     params = inspect.signature(cls).parameters
-    _check_option_values(cls, options, params, what)
+    _check_option_values(cls, options, what)
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in auto.items() if k in params and k not in options}
     kwargs.update(options)
@@ -283,6 +275,14 @@ def _build_matryoshka(
             f"loss_options: MatryoshkaLoss cannot wrap {inner}, whose class weights have the "
             "full embedding size; wrap a loss without weights of its own, such as "
             "MultipleNegativesRankingLoss or TripletMarginLoss."
+        )
+    if weights is not None and not (
+        isinstance(weights, (list, tuple))
+        and all(is_number(w) and math.isfinite(w) and w >= 0 for w in weights)
+    ):
+        raise ConfigError(
+            f"loss_options: MatryoshkaLoss 'weights' must be a list of finite numbers of at "
+            f"least 0, one per dim; got {weights!r}."
         )
     wrapped = build_loss(
         inner, inner_options, num_classes=num_classes, embedding_size=embedding_size

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, close_matches_hint
+from .option_values import check_option_types, is_number
 
 __all__ = ["SCHEDULERS", "build_optimizer", "build_scheduler", "optimizer_names"]
 
@@ -69,13 +70,19 @@ def validate_scheduler(name: str, options: Mapping[str, Any]) -> None:
             f"scheduler_options: scheduler_step must be 'batch' or 'epoch', not {step!r}."
         )
     warmup = options.get("num_warmup_steps", 0)
-    if not isinstance(warmup, int) or warmup < 0:
+    if not is_number(warmup) or not isinstance(warmup, int) or warmup < 0:
         raise ConfigError("scheduler_options: num_warmup_steps must be a non-negative integer.")
     total = options.get("num_training_steps", "auto")
-    if total != "auto" and (not isinstance(total, int) or total < 1):
+    if total != "auto" and (not is_number(total) or not isinstance(total, int) or total < 1):
         raise ConfigError(
             "scheduler_options: num_training_steps must be 'auto' or a positive integer."
         )
+    for key in ("num_cycles", "power", "lr_end"):
+        value = options.get(key, 1.0)
+        if not is_number(value) or not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"scheduler_options: {key} must be a finite number of at least 0, not {value!r}."
+            )
 
 
 _FUSABLE = frozenset({"Adam", "AdamW"})
@@ -117,6 +124,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     validate_optimizer_name(name)
     _check_optimizer_keys(name, options, option)
+    check_option_types(getattr(torch.optim, name), options, option)
     kwargs = dict(options)
     if learning_rate is not None:
         kwargs["lr"] = learning_rate
