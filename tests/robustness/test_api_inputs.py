@@ -276,3 +276,10 @@ def test_a_push_that_fails_leaves_nothing_behind_and_the_old_data_set_whole():
     left = sorted(p.name for p in root.iterdir() if p != blocker)
     assert left == ["tiny"]
     assert _fit("tiny").status()["status"] == "FINISHED"
+
+
+def test_a_data_store_that_is_a_file_is_a_data_error_naming_it(tmp_path):
+    store = tmp_path / "not-a-folder"
+    store.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=r"could not store the data set 'tiny' in .*not-a-folder"):
+        finetuner.push_data("tiny", TINY, data_dir=store / "data")

@@ -95,10 +95,10 @@ def write_dataset(dataset: Dataset, target: Path) -> Path:
 
     tensors, manifest = _stored_form(dataset, target.name)
     root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        root.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         atomic_write_bytes(tmp / "tensors.safetensors", save(tensors) if tensors else save({}))
         atomic_write_text(tmp / "dataset.json", json.dumps(manifest, ensure_ascii=False))
@@ -235,7 +235,12 @@ def delete_data(name: str, *, data_dir: str | os.PathLike[str] | None = None) ->
     if not (target / "dataset.json").is_file():
         raise _missing(name, data_dir)
     trash = target.with_name(f".{name}.deleted-{os.getpid()}")
-    os.replace(target, trash)
+    try:
+        os.replace(target, trash)
+    except OSError as exc:
+        raise DataError(
+            f"could not delete the data set '{name}' ({target}): {exc.strerror or exc}."
+        ) from exc
     shutil.rmtree(trash, ignore_errors=True)
 
 
