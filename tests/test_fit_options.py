@@ -89,7 +89,10 @@ def test_every_option_has_a_row_with_its_meaning_and_limits():
     rows = {row["option"]: row for row in option_rows()}
     assert tuple(rows) == FIT_OPTIONS
     assert all(row["meaning"] for row in rows.values())
-    assert rows["learning_rate"]["limits"] == "> 0.0, <= 10.0"
+    assert rows["learning_rate"]["limits"] == "> 0.0, <= 10.0, finite"
+    # one rule for both: the 'lr' of the optimizer options has the limits of learning_rate
+    assert rows["optimizer_options"]["limits"] == "`lr` > 0.0, <= 10.0, finite"
+    assert rows["num_workers"]["limits"] == ">= 0, <= os.cpu_count()"
     assert rows["epochs"]["default"] == "`5`" and rows["model"]["default"] == "required"
     assert rows["batch_size"]["on resume"] == "must match"
 

@@ -27,6 +27,7 @@ from .errors import (
     RunFailedError,
     RunInProgressError,
     RunNotFoundError,
+    TrainingDivergedError,
 )
 from .hookspecs import hookimpl
 
@@ -51,6 +52,7 @@ __all__ = [
     "RunInProgressError",
     "RunNotFoundError",
     "ScoredPair",
+    "TrainingDivergedError",
     "Triplet",
     "__version__",
     "build_model",

@@ -40,7 +40,12 @@ def resolve_device(device: str) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"device='{device}' but no CUDA device is available; use device='auto' or 'cpu'."

@@ -20,6 +20,7 @@ __all__ = [
     "RunInProgressError",
     "RunNotFoundError",
     "Terminated",
+    "TrainingDivergedError",
     "close_matches_hint",
 ]
 
@@ -108,3 +109,8 @@ def close_matches_hint(name: str, choices: Iterable[str], *, n: int = 3) -> str:
     if len(quoted) == 1:
         return f" Did you mean {quoted[0]}?"
     return f" Did you mean {', '.join(quoted[:-1])} or {quoted[-1]}?"
+
+
+class TrainingDivergedError(RunError):
+    """The fit diverged: its loss, a metric or the model's weights became NaN or infinite, and
+    the run failed rather than finish with a model whose embeddings are NaN."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-from ..errors import RunError
+from ..errors import ConfigError, RunError
 
 __all__ = ["add_builtin_commands", "add_store_commands"]
 
@@ -50,7 +51,26 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "experiment_name": args.experiment,
     }
     config, source = load_fit_config(args.config, overrides, with_source=True)
-    return _finished(Trainer(config, source=source).run())
+    try:
+        return _finished(Trainer(config, source=source).run())
+    except ConfigError as exc:
+        raise _located(exc, args.config) from exc
+
+
+def _located(exc: ConfigError, path: str) -> ConfigError:
+    """*exc*, found when the fit set up an option of the config file at *path* (its message
+    starts ``loss_options: ...``), pointing at the file and the option's line."""
+    from ..config import FIT_OPTIONS
+    from ..config.file import _top_level_lines
+
+    option = str(exc).split(":", 1)[0]
+    if option not in FIT_OPTIONS:
+        return exc
+    try:
+        line = _top_level_lines(Path(path).read_text(encoding="utf-8")).get(option)
+    except (OSError, UnicodeDecodeError):
+        line = None
+    return ConfigError(f"{path}{f':{line}' if line else ''}: {exc}")
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

@@ -25,10 +25,29 @@ def _model_options(text: str | None) -> dict[str, Any] | None:
     return options
 
 
-def _cmd_mine(args: argparse.Namespace) -> int:
+def _write_rows(output: str, rows: list[dict[str, Any]]) -> None:
     from .._io import atomic_open
+
+    try:
+        with atomic_open(output) as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"-o/--output: cannot write {output} ({exc.strerror or exc}); give a file path in "
+            "a folder you can write to."
+        ) from None
+
+
+def _cmd_mine(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..mining import mine_hard_negatives
 
+    if Path(args.output).is_dir():  # found before the mining, not after it
+        raise ConfigError(
+            f"-o/--output: {args.output} is a folder; give the path of a .jsonl file."
+        )
     rows, summary = mine_hard_negatives(
         args.model,
         args.pairs,
@@ -45,9 +64,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         model_options=_model_options(args.model_options),
         return_summary=True,
     )
-    with atomic_open(args.output) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+    _write_rows(args.output, rows)
     print(summary)
     print(f"wrote {len(rows)} rows to {args.output}")
     return 0

@@ -82,6 +82,13 @@ def _limits(field: FieldInfo) -> str:
         for key in words
         if getattr(item, key, None) is not None
     ]
+    if field.annotation in (float, float | None) and parts:
+        parts.append("finite")
+    extra = _extra(field)
+    if extra.get("limits"):
+        parts.append(str(extra["limits"]))
+    if extra.get("lr_limits"):
+        parts.append(f"`lr` {_limits(FitConfig.model_fields['learning_rate'])}")
     return ", ".join(parts)
 
 

@@ -26,6 +26,7 @@ from pydantic.json_schema import JsonDict
 
 from ..data import as_csv_options
 from ..errors import ConfigError, close_matches_hint
+from .limits import check_lr, check_path_option, check_workers
 
 __all__ = ["FIT_OPTIONS", "FitConfig", "format_validation_error", "validate_fit_options"]
 
@@ -36,6 +37,12 @@ __all__ = ["FIT_OPTIONS", "FitConfig", "format_validation_error", "validate_fit_
 _MATCH: JsonDict = {"resume": "match"}
 _DATA: JsonDict = {"record": "data"}
 _UNRECORDED: JsonDict = {"record": False}
+#   limits: "..."     a limit the Field's own bounds cannot say, shown in the options table
+#   lr_limits: True   the dict's 'lr' obeys the bounds of learning_rate (one rule for both)
+_LR_LIMITS: JsonDict = {"lr_limits": True}
+
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's generators take seeds below 2**32."""
 
 _CONTAINER_OPTIONS = (
     "model_options",
@@ -74,6 +81,7 @@ class FitConfig(BaseModel):
         0.0,
         ge=0.0,
         lt=1.0,
+        allow_inf_nan=False,
         description="Fraction of `train_data` held out as validation data when `eval_data` is "
         "not given, stratified by class (whole queries for retrieval data).",
     )
@@ -103,12 +111,15 @@ class FitConfig(BaseModel):
         "Adam", description="A `torch.optim` class name.", json_schema_extra=_MATCH
     )
     optimizer_options: dict[str, Any] = Field(
-        default_factory=dict, description="Arguments of the optimizer."
+        default_factory=dict,
+        description="Arguments of the optimizer.",
+        json_schema_extra=_LR_LIMITS,
     )
     learning_rate: float | None = Field(
         None,
         gt=0.0,
         le=10.0,
+        allow_inf_nan=False,
         description="Overrides the `lr` of `optimizer_options`.",
         json_schema_extra=_MATCH,
     )
@@ -147,7 +158,9 @@ class FitConfig(BaseModel):
         0,
         ge=0,
         strict=True,
-        description="`DataLoader` worker processes for batching (0: in the main process).",
+        description="`DataLoader` worker processes for batching (0: in the main process); "
+        "more than the machine's CPUs is refused.",
+        json_schema_extra={"limits": "<= os.cpu_count()"},
     )
     num_items_per_class: int = Field(
         4,
@@ -175,6 +188,7 @@ class FitConfig(BaseModel):
     seed: int | None = Field(
         None,
         ge=0,
+        le=SEED_MAX,
         strict=True,
         description="Seed of every random number generator used (drawn and recorded when not "
         "given; a resumed run keeps its own).",
@@ -193,7 +207,9 @@ class FitConfig(BaseModel):
         "centres of `ArcFaceLoss`); otherwise they train with the model's optimizer.",
     )
     loss_optimizer_options: dict[str, Any] = Field(
-        default_factory=dict, description="Arguments of the loss optimizer."
+        default_factory=dict,
+        description="Arguments of the loss optimizer.",
+        json_schema_extra=_LR_LIMITS,
     )
     model_artifact: str | os.PathLike[str] | None = Field(
         None,
@@ -225,12 +241,14 @@ class FitConfig(BaseModel):
     gradient_clip_norm: float | None = Field(
         None,
         gt=0.0,
+        allow_inf_nan=False,
         description="Clip the gradients' total L2 norm to this value before each optimizer "
         "step (the norm before clipping is reported as `grad_norm` either way).",
     )
     gradient_clip_value: float | None = Field(
         None,
         gt=0.0,
+        allow_inf_nan=False,
         description="Clip every gradient element into `[-value, value]` before each "
         "optimizer step.",
     )
@@ -243,6 +261,7 @@ class FitConfig(BaseModel):
         None,
         gt=0.0,
         le=1.0,
+        allow_inf_nan=False,
         description="Transformer backbones: the top layer trains at the learning rate times "
         "this factor, each layer below at one more factor, the embeddings lowest; heads at the "
         "full rate.",
@@ -268,6 +287,14 @@ class FitConfig(BaseModel):
         if value is None:
             return [] if info.field_name == "callbacks" else {}
         return value
+
+    @field_validator("optimizer_options", "loss_optimizer_options")
+    @classmethod
+    def _lr_in_bounds(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_lr(value, cls.model_fields["learning_rate"].metadata)
+
+    _workers_within_cpus = field_validator("num_workers")(check_workers)
+    _runs_dir_is_a_path = field_validator("runs_dir", mode="before")(check_path_option)
 
     @field_validator("csv_options")
     @classmethod
@@ -335,7 +362,7 @@ def format_validation_error(
         if source is not None:
             line = (lines or {}).get(top)
             where = f"{source}{f':{line}' if line else ''}: option '{loc}'"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown option." + close_matches_hint(top, FIT_OPTIONS)
             parts.append(f"{where}: {message}")

@@ -10,6 +10,7 @@ a model embeds.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -208,8 +209,11 @@ def _from_items(items: list[Any], name: str) -> Dataset:
         modality, raw = item_of(value, f"{name}[{i}][0]")
         kinds.append(modality)
         values.append(raw)
-        if isinstance(label, torch.Tensor | np.ndarray | np.generic):
-            label = label.item()
+        if (
+            isinstance(label, torch.Tensor | np.ndarray | np.generic)
+            and math.prod(label.shape) == 1
+        ):
+            label = label.item()  # one number; a longer array is refused below
         raw_labels.append(label)
     modality = one_modality(kinds, name)
     labels, classes = labels_to_codes(raw_labels, name)
@@ -283,6 +287,11 @@ def encodable_values(data: Any, modality: str) -> tuple[Any, Any]:
     if isinstance(data, torch.Tensor):
         return data.to(torch.float32), None
     if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise DataError(
+                f"cannot encode a numpy array of dtype {data.dtype}: tensor items are numbers; "
+                "pass texts as a list of strings."
+            )
         return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), None
     if isinstance(data, str):
         raise DataError("encode takes a list of texts, not one string: encode(model, [text]).")

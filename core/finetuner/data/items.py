@@ -99,12 +99,44 @@ def labels_to_codes(raw: list[Any], where: str) -> tuple[np.ndarray, list[Any]]:
             f"or tags={{'{LABEL_TAG}': ...}} on documents, (item, label) pairs, or an "
             "`item,label` CSV read with CSVOptions(is_labeled=True)."
         )
+    _check_label_kinds(raw, where)
     try:
         classes = sorted(set(raw))
     except TypeError:
         classes = sorted(set(raw), key=repr)
     code = {label: i for i, label in enumerate(classes)}
     return np.fromiter((code[label] for label in raw), dtype=np.int64, count=len(raw)), classes
+
+
+def _label_kind(label: Any) -> str | None:
+    """``'text'`` or ``'number'`` for a label that can name a class; ``None`` otherwise."""
+    if isinstance(label, str):
+        return "text"
+    if isinstance(label, (bool, int, np.integer)):
+        return "number"
+    if isinstance(label, (float, np.floating)):
+        return "number" if np.isfinite(label) else None
+    return None
+
+
+def _check_label_kinds(raw: list[Any], where: str) -> None:
+    """Labels are strings or finite numbers: a list, a dict or NaN names no class, and ``0``
+    next to ``'0'`` would silently make two classes of what reads as one."""
+    seen: dict[str, tuple[int, str]] = {}
+    for i, label in enumerate(raw):
+        kind = _label_kind(label)
+        if kind is None:
+            raise DataError(
+                f"{where}[{i}]: the label {label!r:.60} ({type(label).__name__}) cannot name a "
+                "class; give each item one label, a string or a finite number."
+            )
+        first = seen.setdefault(str(label), (i, kind))
+        if first[1] != kind:
+            raise DataError(
+                f"{where}[{i}]: the label {label!r:.60} is a {kind}, and the label at position "
+                f"{first[0]} is the {first[1]} {raw[first[0]]!r:.60}: they would be two classes; "
+                "give labels of one type (all strings or all numbers)."
+            )
 
 
 def pair_labels(texts: list[str]) -> tuple[np.ndarray, list[Any]]:

@@ -46,7 +46,7 @@ __all__ = [
 
 DATA_DIR_ENV = "FINETUNER_DATA_DIR"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -60,7 +60,8 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 def check_name(name: Any) -> str:
     """*name* if a data set may be stored under it: a safe folder name that is neither a
     built-in data set nor looks like a CSV file."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    # fullmatch: `$` would let a trailing newline through, and the name becomes a folder
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ConfigError(
             f"data set name {name!r} is not allowed: use 1 to 100 letters, digits, '.', '_' or "
             "'-', starting with a letter or digit (no path separators, no '..')."
@@ -94,13 +95,22 @@ def write_dataset(dataset: Dataset, target: Path) -> Path:
 
     tensors, manifest = _stored_form(dataset, target.name)
     root = target.parent
-    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    atomic_write_bytes(tmp / "tensors.safetensors", save(tensors) if tensors else save({}))
-    atomic_write_text(tmp / "dataset.json", json.dumps(manifest, ensure_ascii=False))
-    replace_dir(tmp, target)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        atomic_write_bytes(tmp / "tensors.safetensors", save(tensors) if tensors else save({}))
+        atomic_write_text(tmp / "dataset.json", json.dumps(manifest, ensure_ascii=False))
+        replace_dir(tmp, target)
+    except BaseException as exc:  # an interrupted or failed push leaves nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise DataError(
+                f"could not store the data set '{target.name}' in {root}: "
+                f"{exc.strerror or exc}; free some space or choose another data_dir."
+            ) from exc
+        raise
     return target
 
 
@@ -142,6 +152,31 @@ def _stored_form(dataset: Dataset, name: str) -> tuple[dict[str, torch.Tensor], 
         "ids": list(dataset.ids),
     }
     return tensors, manifest
+
+
+def _check_stored(
+    manifest: dict[str, Any], columns: list[Column], labels: Any, scores: Any
+) -> None:
+    """What was read back agrees with itself: every column, the labels, the scores and the
+    ids have one entry per row, and every label code names one of the classes."""
+    size = manifest["size"]
+    sizes = {"ids": len(manifest["ids"])}
+    sizes.update({f"column {i}": len(c.values) for i, c in enumerate(columns)})
+    if labels is not None:
+        sizes["labels"] = len(labels)
+    if scores is not None:
+        sizes["scores"] = len(scores)
+    wrong = {what: n for what, n in sizes.items() if n != size}
+    if wrong:
+        what, n = next(iter(wrong.items()))
+        raise DataError(f"{what} has {n} rows, the data set {size}")
+    if labels is not None and len(labels):
+        bad = np.flatnonzero((labels < 0) | (labels >= len(manifest["classes"])))
+        if bad.size:
+            raise DataError(
+                f"row {int(bad[0])} has the label code {int(labels[bad[0]])}, but there are "
+                f"{len(manifest['classes'])} classes"
+            )
 
 
 def pushed_names(data_dir: str | os.PathLike[str] | None = None) -> list[str]:
@@ -200,7 +235,12 @@ def delete_data(name: str, *, data_dir: str | os.PathLike[str] | None = None) ->
     if not (target / "dataset.json").is_file():
         raise _missing(name, data_dir)
     trash = target.with_name(f".{name}.deleted-{os.getpid()}")
-    os.replace(target, trash)
+    try:
+        os.replace(target, trash)
+    except OSError as exc:
+        raise DataError(
+            f"could not delete the data set '{name}' ({target}): {exc.strerror or exc}."
+        ) from exc
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -211,13 +251,24 @@ def load_pushed(name: str, data_dir: str | os.PathLike[str] | None = None) -> Da
     check_name(name)
     manifest = _manifest(name, data_dir)
     folder = resolve_data_dir(data_dir) / name
-    tensors = load_file(str(folder / "tensors.safetensors"))
-    columns = [
-        Column(c["modality"], tensors[c["tensor"]] if "tensor" in c else list(c["values"]))
-        for c in manifest["columns"]
-    ]
-    labels = tensors["labels"].numpy().astype(np.int64) if "labels" in tensors else None
-    scores = tensors["scores"].numpy() if "scores" in tensors else None
+    try:
+        tensors = load_file(str(folder / "tensors.safetensors"))
+        columns = [
+            Column(c["modality"], tensors[c["tensor"]] if "tensor" in c else list(c["values"]))
+            for c in manifest["columns"]
+        ]
+        labels = tensors["labels"].numpy().astype(np.int64) if "labels" in tensors else None
+        scores = tensors["scores"].numpy() if "scores" in tensors else None
+        _check_stored(manifest, columns, labels, scores)
+    except DataError as exc:
+        raise DataError(
+            f"the data set '{name}' is damaged ({folder}: {exc}); push it again."
+        ) from None
+    except (OSError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise DataError(
+            f"the data set '{name}' is damaged ({folder}: {what}); push it again."
+        ) from None
     return Dataset(
         columns,
         labels,

@@ -75,8 +75,8 @@ class EmbeddingModel:
         preprocessor: Any = None,
         truncate_dim: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, not {batch_size}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer of at least 1, not {batch_size!r}.")
         self.device = resolve_device(str(device)) if device is not None else resolve_device("auto")
         self.module = module.to(self.device).eval()
         self.name = name
@@ -140,6 +140,20 @@ def _choose(names: list[str], select_model: str | None, what: str) -> str:
     )
 
 
+def _check_artifact_argument(artifact: Any) -> None:
+    if isinstance(artifact, (str, os.PathLike)):
+        return
+    if hasattr(artifact, "artifact_path"):
+        raise ConfigError(
+            "get_model takes an artifact's path, not a run; pass run.artifact_path "
+            "(or the zip written by run.save_artifact())."
+        )
+    raise ConfigError(
+        f"get_model takes the path of an artifact folder or zip, not {type(artifact).__name__}; "
+        "pass run.artifact_path or the zip written by run.save_artifact()."
+    )
+
+
 def get_model(
     artifact: str | os.PathLike[str],
     *,
@@ -166,6 +180,7 @@ def get_model(
     renormalised to unit length (see :func:`encode`). The model's prompt options
     (``query_prompt``, ``document_prompt``) come back with it.
     """
+    _check_artifact_argument(artifact)
     records, _ = load_model_records(artifact)
     chosen = _choose([r.name for r in records], select_model, "the artifact")
     record = next(r for r in records if r.name == chosen)
@@ -210,6 +225,11 @@ def build_model(
     """Build a registry model (with its initial, not fine-tuned, weights) for inference;
     *select_model* picks a tower of a two-tower model. *input_shape*, the shape of one tensor
     item, sizes models that take it from the data (``mlp``)."""
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"build_model takes a registry model name or a local model folder, not "
+            f"{type(name).__name__}; see finetuner.describe_models()."
+        )
     spec = get_spec(name)
     options = spec.resolve_options(model_options or {}, input_shape)
     built = spec.build(options)
@@ -278,17 +298,15 @@ def encode(
         )
     values, docs = encodable_values(data, modality)
     total = int(values.shape[0]) if isinstance(values, torch.Tensor) else len(values)
+    _check_tensor_batch(values, options)
     embeddings = (
-        encode_items(
-            module,
-            with_prompt(preprocessor, options, prompt),
-            values,
-            batch_size=batch_size,
-            precision=precision,
+        _encode_values(
+            module, with_prompt(preprocessor, options, prompt), values, batch_size, precision
         )
         if total
         else np.zeros((0, 0), np.float32)
     )
+    _check_finite_embeddings(embeddings)
     if truncate_dim is not None and total:
         embeddings = truncate_embeddings(embeddings, truncate_dim)
     if docs is None:
@@ -296,6 +314,52 @@ def encode(
     for doc, vector in zip(docs, embeddings):
         doc.embedding = vector
     return docs
+
+
+def _encode_values(
+    module: torch.nn.Module, preprocessor: Any, values: Any, batch_size: int, precision: str
+) -> np.ndarray:
+    """The embeddings of *values*; a tensor batch the module cannot take is a DataError."""
+    try:
+        return encode_items(
+            module, preprocessor, values, batch_size=batch_size, precision=precision
+        )
+    except (RuntimeError, IndexError) as exc:
+        if not isinstance(values, torch.Tensor) or isinstance(exc, torch.OutOfMemoryError):
+            raise
+        raise DataError(
+            f"the model cannot embed tensors of shape {tuple(values.shape[1:])} (data of shape "
+            f"{tuple(values.shape)}): {exc}. Give items of the shape the model was trained on."
+        ) from exc
+
+
+def _check_tensor_batch(values: Any, options: dict[str, Any]) -> None:
+    """A tensor batch is ``(n, ...)``, with the model's ``input_size`` last where it has one."""
+    if not isinstance(values, torch.Tensor):
+        return
+    if values.ndim < 2:
+        raise DataError(
+            f"encode takes a batch of items, shape (n, ...), not a tensor of shape "
+            f"{tuple(values.shape)}; for one item pass x[None] (or x.unsqueeze(0))."
+        )
+    size = options.get("input_size")
+    if isinstance(size, int) and values.shape[0] and values.shape[-1] != size:
+        raise DataError(
+            f"the data's items have {values.shape[-1]} features (shape {tuple(values.shape)}), "
+            f"but the model takes {size}; encode items of the size it was trained on."
+        )
+
+
+def _check_finite_embeddings(embeddings: np.ndarray) -> None:
+    if not embeddings.size:
+        return
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if len(bad):
+        raise DataError(
+            f"the embeddings of {len(bad)} item(s) (positions {', '.join(map(str, bad[:5]))}"
+            f"{', ...' if len(bad) > 5 else ''}) are NaN or infinite: check those items for NaN "
+            "or infinite values, or the model's weights (a fit that diverged)."
+        )
 
 
 def cos_sim(a: Any, b: Any) -> np.ndarray | float:

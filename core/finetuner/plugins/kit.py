@@ -16,6 +16,8 @@ what they do:
 :func:`load_dataset`, :class:`CSVOptions`
     turn anything ``fit`` accepts as data into a :class:`~finetuner.data.Dataset` (the
     evaluation plugin's ``finetuner evaluate`` command).
+:data:`SEED_MAX`
+    the largest seed ``fit`` takes (2**32 - 1), for commands that seed a model themselves.
 
 Importing the kit is cheap: the names whose modules import torch resolve on first use, so a
 plugin may import this module at its top and still list, and add commands, without torch.
@@ -31,10 +33,12 @@ from .monitoring import MODES, MetricMonitor, resolve_mode
 from .weights import WeightSnapshot
 
 if TYPE_CHECKING:
+    from ..config.options import SEED_MAX
     from ..data import CSVOptions, load_dataset
 
 __all__ = [
     "MODES",
+    "SEED_MAX",
     "CSVOptions",
     "MetricMonitor",
     "WeightSnapshot",
@@ -47,6 +51,7 @@ __all__ = [
 _LAZY: dict[str, tuple[str, str]] = {
     "CSVOptions": ("finetuner.data", "CSVOptions"),
     "load_dataset": ("finetuner.data", "load_dataset"),
+    "SEED_MAX": ("finetuner.config.options", "SEED_MAX"),
 }
 
 

@@ -24,9 +24,10 @@ from typing import Any
 from .. import distributed
 from ..context import TrainingContext
 from ..data import Batch, iterate_batches
-from ..errors import FinetunerError
+from ..errors import TrainingDivergedError
 from ..events import BatchEnded, BatchStarted, EpochStarted
 from ..runs.writer import RunWriter
+from .divergence import HINT
 from .metrics import MetricsPublisher
 from .randomness import restore_rng
 from .setup import FitSetup
@@ -158,9 +159,9 @@ class EpochLoop:
             progress.loss_count += 1
             progress.group_losses.append(outcome.loss)
         elif self.step.precision.scaler is None:
-            raise FinetunerError(
+            raise TrainingDivergedError(
                 f"the training loss became {outcome.loss} at epoch {progress.epoch + 1}, batch "
-                f"{index + 1}; lower the learning rate or check the data for extreme values."
+                f"{index + 1}; {HINT}."
             )
 
     def _record_step(

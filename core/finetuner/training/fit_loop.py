@@ -34,6 +34,7 @@ from ..runs.checkpoints import write_checkpoint
 from ..runs.log import RunLog
 from ..runs.writer import RunWriter
 from .artifact import write_fit_artifact
+from .divergence import check_finite_weights
 from .epoch_loop import EpochLoop, EpochProgress
 from .failure import Phase, PhaseTracker
 from .metrics import MetricsPublisher, collect_declarations, resolve_declarations
@@ -326,6 +327,7 @@ class FitLoop:
             return str(path), artifact_size(path)
 
         with self.phases.enter(Phase.ARTIFACT):
+            check_finite_weights(self.setup.models.modules)
             path, size = distributed.run_on_main(write)
             return Path(path), size
 

@@ -7,6 +7,7 @@ in-batch-negative losses of text-image pairs and retrieval data (``CLIPLoss``,
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from .contrastive import (
     MatryoshkaLoss,
     MultipleNegativesRankingLoss,
 )
+from .option_values import check_option_types, is_number
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -178,8 +180,30 @@ def validate_miner_name(name: str) -> str:
     return name
 
 
+# Options whose value must be above zero in every loss that has them: a softmax temperature
+# of 0 divides by zero, and a scale of 0 makes every similarity equal.
+_POSITIVE_OPTIONS = frozenset({"temperature", "scale", "tau", "mini_batch_size"})
+_NON_NEGATIVE_OPTIONS = frozenset({"margin", "pos_margin", "neg_margin"})
+
+
+def _check_option_values(cls: type, options: Mapping[str, Any], what: str) -> None:
+    """Refuse values that make the loss (or miner) meaningless before it is built: a value
+    of the wrong kind or a number that is not finite (:func:`check_option_types`), a
+    non-positive temperature or scale, a negative margin."""
+    check_option_types(cls, options, f"{what}_options")
+    for key, value in options.items():
+        if not is_number(value):
+            continue
+        where = f"{what}_options: {cls.__name__} option {key!r}"
+        if key in _POSITIVE_OPTIONS and value <= 0:
+            raise ConfigError(f"{where} must be greater than 0, not {value}.")
+        if key in _NON_NEGATIVE_OPTIONS and value < 0 and what == "loss":
+            raise ConfigError(f"{where} must be at least 0, not {value}.")
+
+
 def _instantiate(cls: type, options: Mapping[str, Any], what: str, auto: Mapping[str, Any]) -> Any:
     params = inspect.signature(cls).parameters
+    _check_option_values(cls, options, what)
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in auto.items() if k in params and k not in options}
     kwargs.update(options)
@@ -251,6 +275,14 @@ def _build_matryoshka(
             f"loss_options: MatryoshkaLoss cannot wrap {inner}, whose class weights have the "
             "full embedding size; wrap a loss without weights of its own, such as "
             "MultipleNegativesRankingLoss or TripletMarginLoss."
+        )
+    if weights is not None and not (
+        isinstance(weights, (list, tuple))
+        and all(is_number(w) and math.isfinite(w) and w >= 0 for w in weights)
+    ):
+        raise ConfigError(
+            f"loss_options: MatryoshkaLoss 'weights' must be a list of finite numbers of at "
+            f"least 0, one per dim; got {weights!r}."
         )
     wrapped = build_loss(
         inner, inner_options, num_classes=num_classes, embedding_size=embedding_size

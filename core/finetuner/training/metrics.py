@@ -23,6 +23,7 @@ from ..errors import ConfigError, PluginError, close_matches_hint
 from ..events import EvaluationRequested, MetricDeclaration, MetricsPublished, Stage, frozen_mapping
 from ..plugins import Registered
 from ..runs.writer import RunWriter
+from .divergence import check_finite_metrics
 from .failure import Phase, PhaseTracker
 
 __all__ = ["MetricKeys", "MetricsPublisher", "collect_declarations", "resolve_declarations"]
@@ -176,6 +177,7 @@ class MetricsPublisher:
             for key, value in (("train_loss", train_loss), ("val_loss", val_loss)):
                 if value is not None:
                     metrics[key] = float(value)
+            check_finite_metrics(metrics, stage, epoch)
             skipped, ctx._skipped = ctx._skipped, {}
             self.writer.append_metrics(stage, epoch, ctx.step, metrics, skipped=skipped)
         with self.phases.enter(Phase.PUBLISH):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, close_matches_hint
+from .option_values import check_option_types, is_number
 
 __all__ = ["SCHEDULERS", "build_optimizer", "build_scheduler", "optimizer_names"]
 
@@ -68,13 +70,19 @@ def validate_scheduler(name: str, options: Mapping[str, Any]) -> None:
             f"scheduler_options: scheduler_step must be 'batch' or 'epoch', not {step!r}."
         )
     warmup = options.get("num_warmup_steps", 0)
-    if not isinstance(warmup, int) or warmup < 0:
+    if not is_number(warmup) or not isinstance(warmup, int) or warmup < 0:
         raise ConfigError("scheduler_options: num_warmup_steps must be a non-negative integer.")
     total = options.get("num_training_steps", "auto")
-    if total != "auto" and (not isinstance(total, int) or total < 1):
+    if total != "auto" and (not is_number(total) or not isinstance(total, int) or total < 1):
         raise ConfigError(
             "scheduler_options: num_training_steps must be 'auto' or a positive integer."
         )
+    for key in ("num_cycles", "power", "lr_end"):
+        value = options.get(key, 1.0)
+        if not is_number(value) or not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"scheduler_options: {key} must be a finite number of at least 0, not {value!r}."
+            )
 
 
 _FUSABLE = frozenset({"Adam", "AdamW"})
@@ -93,13 +101,30 @@ def _fusable(name: str, groups: list[Any], kwargs: Mapping[str, Any]) -> bool:
     )
 
 
+def _check_optimizer_keys(name: str, options: Mapping[str, Any], option: str) -> None:
+    """Every key of *options* is an argument of the optimizer *name*."""
+    accepted = [
+        p for p in inspect.signature(getattr(torch.optim, name)).parameters if p != "params"
+    ]
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"{option}: {name} has no option {key!r}; its options are "
+                f"{', '.join(accepted)}.{close_matches_hint(str(key), accepted)}"
+            )
+
+
 def build_optimizer(
     name: str,
     param_groups: Iterable[Any],
     options: Mapping[str, Any],
     learning_rate: float | None,
+    *,
+    option: str = "optimizer_options",
 ) -> torch.optim.Optimizer:
     validate_optimizer_name(name)
+    _check_optimizer_keys(name, options, option)
+    check_option_types(getattr(torch.optim, name), options, option)
     kwargs = dict(options)
     if learning_rate is not None:
         kwargs["lr"] = learning_rate
@@ -114,7 +139,7 @@ def build_optimizer(
     try:
         return getattr(torch.optim, name)(groups, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"optimizer_options for {name} are invalid: {exc}") from exc
+        raise ConfigError(f"{option} for {name} are invalid: {exc}") from exc
 
 
 def _lambda(

@@ -62,7 +62,11 @@ def build_loss_optimizer(config: FitConfig, loss: nn.Module) -> torch.optim.Opti
             "optimize; loss_optimizer is for losses such as ArcFaceLoss or CosFaceLoss."
         )
     return build_optimizer(
-        config.loss_optimizer, [{"params": params}], config.loss_optimizer_options, None
+        config.loss_optimizer,
+        [{"params": params}],
+        config.loss_optimizer_options,
+        None,
+        option="loss_optimizer_options",
     )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import finetuner
-from finetuner.errors import ConfigError
+from finetuner.errors import ConfigError, TrainingDivergedError
 from finetuner.testing import ScriptedProducer, make_tiny_data, run_recorded_fit
 from finetuner_early_stopping import EarlyStopping
 
@@ -109,10 +109,12 @@ def test_state_round_trip():
     assert stopper.state_dict() == {"best": 0.25, "wait": 1, "stopped_epoch": None}
 
 
-def test_a_nan_value_never_counts_as_an_improvement(tmp_path):
+def test_a_nan_value_fails_the_fit_before_early_stopping_sees_it(tmp_path):
+    # A metric that becomes NaN is a fit that diverged: the run fails, naming the metric.
     producer = ScriptedProducer("probe_score", [0.0, float("nan"), float("nan")])
-    result = run_recorded_fit(
-        tmp_path, callbacks=[EarlyStopping(monitor="probe_score", patience=1), producer], epochs=3
-    )
-    assert _epochs_run(result) == 1
-    assert "did not improve on the best value -inf" in result.run.log_path.read_text()
+    with pytest.raises(TrainingDivergedError, match=r"probe_score=nan at epoch 1"):
+        run_recorded_fit(
+            tmp_path,
+            callbacks=[EarlyStopping(monitor="probe_score", patience=1), producer],
+            epochs=3,
+        )

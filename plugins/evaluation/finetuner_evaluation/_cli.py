@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import finetuner
-from finetuner.errors import ConfigError
+from finetuner.errors import ConfigError, DataError
 from finetuner.plugins import kit
 
 __all__ = ["finetuner_add_commands"]
@@ -141,6 +142,12 @@ def _evaluate_command(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, name: str, metrics: dict, cutoffs: str) -> int:
+    if metrics and all(math.isnan(value) for value in metrics.values()):
+        raise DataError(
+            "no query could be scored: no query has a relevant document in the index (with "
+            "--query-data, another item of its label; with --qrels, a judged document of the "
+            "corpus). Check the labels or judgments, or give --index-data."
+        )
     if args.json:
         print(json.dumps({"model": name, "metrics": metrics}, indent=2))
         return 0
@@ -161,6 +168,13 @@ def _model(args: argparse.Namespace, input_shape: Any) -> Any:
         options = json.loads(args.model_options)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--model-options is not valid JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise ConfigError(
+            f"--model-options must be a JSON object such as '{{\"hidden_sizes\": [64]}}', "
+            f"not {args.model_options!r}."
+        )
+    if not 0 <= args.seed <= kit.SEED_MAX:
+        raise ConfigError(f"--seed must be from 0 to {kit.SEED_MAX}, not {args.seed}.")
     import torch
 
     torch.manual_seed(args.seed)  # the same untrained weights, and numbers, on every call

@@ -9,6 +9,7 @@ __all__ = [
     "evaluate_embeddings",
 ]
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -175,6 +176,7 @@ def evaluate_embeddings(
     queries.check_finite()
     if not self_search:
         index.check_finite()
+    _check_result_memory(limit, queries.num_rows, index.num_rows)
 
     query_codes, index_codes = encode_pair(
         query_labels,
@@ -314,6 +316,33 @@ def _check_options(
         raise ConfigError(
             f"evaluate_embeddings: _chunk_rows must be at least 1, got {chunk_rows!r}."
         )
+
+
+# Each (query, result) cell of the ranked lists costs its position, score and relevance, and
+# the per-query metrics' float64 temporaries: about this many bytes in all.
+_RESULT_CELL_BYTES = 64
+
+
+def _available_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_result_memory(limit: int, num_queries: int, num_index: int) -> None:
+    """Refuse a *limit* whose ``(queries, limit)`` results would not fit in memory, before
+    they are allocated (a MemoryError later would say nothing of the cause)."""
+    needed = num_queries * limit * _RESULT_CELL_BYTES
+    available = _available_memory()
+    if available is None or needed <= available:
+        return
+    raise ConfigError(
+        f"evaluate_embeddings: limit={limit} needs about {needed / 2**30:,.1f} GiB for the "
+        f"ranked results of {num_queries} queries, and this machine has "
+        f"{available / 2**30:,.1f} GiB free; lower limit (the index has {num_index} rows, so "
+        f"a limit above {num_index} finds nothing more)."
+    )
 
 
 def _is_int(value: Any) -> bool:
