@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 import finetuner
 import finetuner.callback
 from finetuner import events
+from finetuner.errors import DataWarning
 from finetuner.plugins import discover, first_party_callbacks, hook_names
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -225,12 +227,14 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     namespace: dict = {"__name__": "__docs__"}
+    # A data warning in an example is one every reader of the page would see: the example
+    # should be written so that it does not need one.
     try:
-        for index, block in enumerate(_examples(page)):
-            code = compile(
-                block, f"{page.relative_to(DOCS)} (example {index + 1})", "exec", dont_inherit=True
-            )
-            exec(code, namespace)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            for index, block in enumerate(_examples(page)):
+                name = f"{page.relative_to(DOCS)} (example {index + 1})"
+                exec(compile(block, name, "exec", dont_inherit=True), namespace)
     finally:
         # W&B keeps its settings for the whole process; let later tests start from scratch.
         wandb = sys.modules.get("wandb")
