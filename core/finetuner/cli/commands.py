@@ -57,9 +57,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     status = _relaunched(args, ["resume", args.run])
     if status is not None:
         return status
-    import yaml
-
     from ..config import fit_config_from_options
+    from ..config.yamlfile import read_yaml_file, top_level_lines
     from ..runs import get_run
     from ..runs.layout import SOURCE_FILE
     from ..training import Trainer
@@ -71,8 +70,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"run '{run.name}' was started from Python, so its data and model are not on record; "
             f"resume it from Python: finetuner.fit(<the same options>, resume='{run.name}')."
         )
-    source = yaml.safe_load(source_file.read_text(encoding="utf-8")) or {}
-    config = fit_config_from_options(source, origin=str(source_file))
+    source, node, _ = read_yaml_file(source_file)
+    if not isinstance(source, dict):
+        raise RunError(
+            f"{source_file}: expected the mapping of fit options the run was started with, "
+            f"got {type(source).__name__}; the file was edited or damaged."
+        )
+    config = fit_config_from_options(source, origin=str(source_file), lines=top_level_lines(node))
     return _finished(Trainer(config, resume=run).run())
 
 
