@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from robustness.cli import assert_one_clear_error
 
 from finetuner.config import load_fit_config
 from finetuner.config.yamlfile import ALIAS_NODE_BUDGET, MAX_CONFIG_BYTES
 from finetuner.errors import ConfigError, FinetunerError
 from finetuner.runs import create_run
 from finetuner.runs.layout import SOURCE_FILE
+from robustness.cli import assert_one_clear_error
 
 GOOD = "model: mlp\ntrain_data: digits-train\nepochs: 1\n"
 
