@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_open
+from .._io import atomic_open, regular_files
 from ..errors import ConfigError, RunError, RunFailedError, RunInProgressError, RunNotFoundError
 from .jsonfiles import jsonl_records, read_json
 from .layout import (
@@ -291,7 +291,7 @@ class Run:
             atomic_open(target) as handle,
             zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
         ):
-            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            for file in regular_files(source):
                 archive.write(file, f"{self.name}/{file.relative_to(source).as_posix()}")
         return target
 
