@@ -55,7 +55,9 @@ class Run:
         """The run at *path* without looking there: in a distributed fit, what a rank other
         than 0 holds of the run rank 0 writes, which may be on another machine."""
         run = cls.__new__(cls)
-        run._path = Path(path).expanduser().absolute()
+        given = path if isinstance(path, Path) else Path(path)
+        # an absolute path is kept as it is: the run store lists thousands of them
+        run._path = given if given.is_absolute() else given.expanduser().absolute()
         return run
 
     # ----------------------------------------------------------------- where things are
