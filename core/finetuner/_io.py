@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import ArtifactError
+
 __all__ = [
     "atomic_open",
     "atomic_write_bytes",
@@ -19,6 +21,7 @@ __all__ = [
     "atomic_write_text",
     "dump_yaml",
     "fsync_dir",
+    "regular_files",
     "replace_dir",
 ]
 
@@ -118,3 +121,20 @@ def _plain(obj: Any) -> Any:
         except (ValueError, RuntimeError):
             pass
     return str(obj)
+
+
+def regular_files(folder: Path) -> list[Path]:
+    """Every file under *folder*, sorted; a symbolic link anywhere in it is an
+    :class:`~finetuner.errors.ArtifactError` (it could point at any file of the machine)."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder):
+        for entry in (*dirs, *files):
+            if os.path.islink(os.path.join(top, entry)):
+                link = Path(top, entry).relative_to(folder).as_posix()
+                raise ArtifactError(
+                    f"artifact '{folder}': {link} is a symbolic link; artifacts hold plain "
+                    "files only, so it is refused. Replace the link by the file itself, or use "
+                    "the artifact the run wrote."
+                )
+        found.extend(Path(top, f) for f in files)
+    return sorted(found)

@@ -15,7 +15,7 @@ def assert_one_clear_error(capsys, argv: Sequence[str], *, names: str | None = N
     expression). Returns the line."""
     capsys.readouterr()
     code = main(list(argv))
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert code != 0, f"finetuner {' '.join(argv)} succeeded; stderr: {err!r}"

@@ -77,9 +77,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     status = _relaunched(args, ["resume", args.run])
     if status is not None:
         return status
-    import yaml
-
     from ..config import fit_config_from_options
+    from ..config.yamlfile import read_yaml_file, top_level_lines
     from ..runs import get_run
     from ..runs.layout import SOURCE_FILE
     from ..training import Trainer
@@ -91,8 +90,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"run '{run.name}' was started from Python, so its data and model are not on record; "
             f"resume it from Python: finetuner.fit(<the same options>, resume='{run.name}')."
         )
-    source = yaml.safe_load(source_file.read_text(encoding="utf-8")) or {}
-    config = fit_config_from_options(source, origin=str(source_file))
+    source, node, _ = read_yaml_file(source_file)
+    if not isinstance(source, dict):
+        raise RunError(
+            f"{source_file}: expected the mapping of fit options the run was started with, "
+            f"got {type(source).__name__}; the file was edited or damaged."
+        )
+    config = fit_config_from_options(source, origin=str(source_file), lines=top_level_lines(node))
     return _finished(Trainer(config, resume=run).run())
 
 
@@ -112,7 +116,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     # Here, not at the top: the run store's module is a tenth of `finetuner --help`'s start-up.
-    from ..runs import get_run, list_runs
+    from ..runs import get_run
+    from ..runs.store import list_runs_with_status
 
     if args.name:
         run = get_run(args.name, experiment_name=args.experiment, runs_dir=args.runs_dir)
@@ -136,27 +141,22 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         print(f"path:       {run.path}")
         run.display_metrics()
         return 0
-    runs = list_runs(experiment_name=args.experiment, runs_dir=args.runs_dir)
+    # each status read once: listing 10,000 runs reads 10,000 small files, not 20,000
+    runs = [
+        (run, status if status is not None else run.status())  # run.status() names the fault
+        for run, status in list_runs_with_status(args.experiment, args.runs_dir)
+    ]
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "experiment": r.experiment_name,
-                        "status": r.status()["status"],
-                    }
-                    for r in runs
-                ],
-                indent=2,
-            )
-        )
+        rows = [
+            {"name": r.name, "experiment": r.experiment_name, "status": s["status"]}
+            for r, s in runs
+        ]
+        print(json.dumps(rows, indent=2))
         return 0
     if not runs:
         print("no runs yet")
         return 0
-    for run in runs:
-        status = run.status()
+    for run, status in runs:
         print(
             f"{run.experiment_name}/{run.name}  {status['status']}  {status.get('created_at') or ''}"
         )

@@ -26,26 +26,12 @@ import yaml
 from ..errors import ConfigError, FinetunerError, PluginError, close_matches_hint
 from ..plugins import discover, first_party_callbacks, first_party_distribution, load
 from .options import FIT_OPTIONS, FitConfig, validate_fit_options
+from .yamlfile import read_yaml_file, top_level_lines
 
 __all__ = ["load_fit_config"]
 
 
-def _top_level_lines(text: str) -> dict[str, int]:
-    """Line number (1-based) of each top-level key."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
-
-
-def _callback_lines(text: str) -> list[int]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return []
+def _callback_lines(node: yaml.Node | None) -> list[int]:
     if not isinstance(node, yaml.MappingNode):
         return []
     for key, value in node.value:
@@ -126,31 +112,34 @@ def load_fit_config(
     with the overrides applied, as plain YAML values (what ``finetuner resume`` re-reads).
     """
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file '{file}' does not exist.")
-    text = file.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{file}{line}: not valid YAML: {problem}") from None
+    raw, node, _ = read_yaml_file(file)
     if raw is None:
         raise ConfigError(f"{file}: the file is empty; it needs at least 'model' and 'train_data'.")
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{file}: expected a mapping of fit options at the top level, got {type(raw).__name__}."
         )
+    lines = top_level_lines(node)
+    # Unknown keys first: nothing else is looked at (no path resolved) in a file that is wrong.
+    check_option_names(raw, origin=str(file), lines=lines)
     options = _anchor_paths(dict(raw), file.parent)
     options.update({k: v for k, v in (overrides or {}).items() if v is not None})
     config = fit_config_from_options(
-        options,
-        origin=str(file),
-        lines=_top_level_lines(text),
-        callback_lines=_callback_lines(text),
+        options, origin=str(file), lines=lines, callback_lines=_callback_lines(node)
     )
     return (config, options) if with_source else config
+
+
+def check_option_names(
+    options: Mapping[Any, Any], *, origin: str, lines: Mapping[str, int] | None = None
+) -> None:
+    """Raise a ConfigError at the first key of *options* that is not a fit option."""
+    for key in options:
+        if key not in FIT_OPTIONS:
+            raise ConfigError(
+                f"{origin}:{(lines or {}).get(str(key), '?')}: unknown option '{key}'."
+                f"{close_matches_hint(str(key), FIT_OPTIONS)}"
+            )
 
 
 def fit_config_from_options(
@@ -163,12 +152,7 @@ def fit_config_from_options(
     """Validate plain (YAML) fit options; callbacks are given by name, with their options."""
     lines = lines or {}
     callback_lines = callback_lines or []
-    for key in options:
-        if key not in FIT_OPTIONS:
-            raise ConfigError(
-                f"{origin}:{lines.get(str(key), '?')}: unknown option '{key}'."
-                f"{close_matches_hint(str(key), FIT_OPTIONS)}"
-            )
+    check_option_names(options, origin=origin, lines=lines)
     resolved = dict(options)
     callbacks = resolved.get("callbacks") or []
     if not isinstance(callbacks, list):

@@ -104,7 +104,11 @@ def read_csv(
         if not os.path.isfile(path):
             raise DataError(f"{name}: {path} is not a file; pass the path of a CSV file.")
         base_dir = os.path.dirname(os.path.abspath(path))
-        with open(path, "rb") as raw:
+        try:
+            raw = open(path, "rb")
+        except OSError as exc:
+            raise DataError(f"{name}: cannot read the CSV file {path}: {exc.strerror}.") from None
+        with raw:
             return _read(raw, path, base_dir, options, name)
     if not callable(getattr(source, "read", None)):
         raise DataError(
@@ -132,9 +136,17 @@ class _DecodedLines:
             return
         lines = itertools.chain([first], lines)
         if isinstance(first, str):
-            yield from self._text(cast(Iterator[str], lines))
+            decoded = self._text(cast(Iterator[str], lines))
         else:
-            yield from self._decode(cast(Iterator[bytes], lines))
+            decoded = self._decode(cast(Iterator[bytes], lines))
+        for line in decoded:
+            if "\x00" in line:
+                raise DataError(
+                    f"{self._source}:{self.count}: the line holds a NUL byte: this is a binary "
+                    f"file, or text in another encoding than {self._encoding} (UTF-16?). Pass "
+                    "the file's encoding, e.g. CSVOptions(encoding='utf-16'), or save it as UTF-8."
+                )
+            yield line
 
     def _text(self, lines: Iterator[str]) -> Iterator[str]:
         for line in lines:
@@ -151,7 +163,7 @@ class _DecodedLines:
         for chunk in chunks:
             try:
                 text = decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
+            except UnicodeError as exc:
                 raise self._decode_error(exc) from None
             if self.count == 0 and not pending:
                 text = text.removeprefix("\ufeff")
@@ -165,17 +177,22 @@ class _DecodedLines:
                 yield part + "\n"
         try:
             pending += decoder.decode(b"", final=True)
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
             raise self._decode_error(exc) from None
         if pending:
             self.count += 1
             yield pending
 
-    def _decode_error(self, exc: UnicodeDecodeError) -> DataError:
-        bad = exc.object[exc.start : exc.end]
+    def _decode_error(self, exc: UnicodeError) -> DataError:
+        # UTF-16 and UTF-32 raise a bare UnicodeError for a stream without a byte order mark
+        if isinstance(exc, UnicodeDecodeError):
+            bad = f"bytes {exc.object[exc.start : exc.end]!r} are"
+            reason = exc.reason.replace("unexpected end of data", "the file ends mid-character")
+        else:
+            bad, reason = "the text is", str(exc)
         return DataError(
-            f"{self._source}:{self.count + 1}: bytes {bad!r} are not valid {self._encoding} "
-            f"({exc.reason}). Pass the file's encoding, e.g. CSVOptions(encoding='cp1252') or "
+            f"{self._source}:{self.count + 1}: {bad} not valid {self._encoding} "
+            f"({reason}). Pass the file's encoding, e.g. CSVOptions(encoding='cp1252') or "
             "CSVOptions(encoding='latin-1'), or save the file as UTF-8."
         )
 
@@ -219,7 +236,9 @@ def _read_rows(
 ) -> tuple[list[list[str]], list[int]]:
     """The non-blank rows (at most ``options.size``) column by column, and the line each row
     starts on. Every row must be as wide as the first and have no empty cell."""
-    reader = csv.reader(lines, dialect)
+    # strict: a quote left open runs to the end of the file, silently swallowing the rows
+    # after it, unless the reader is told to refuse it
+    reader = csv.reader(lines, dialect, strict=True)
     columns: list[list[str]] = []
     row_lines: list[int] = []
     first_line = 0
@@ -230,7 +249,7 @@ def _read_rows(
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DataError(f"{source}:{reader.line_num}: cannot parse the row: {exc}.") from None
+            raise DataError(_parse_problem(exc, source, line, reader.line_num)) from None
         cells = [cell.strip() for cell in row]
         if not cells or cells == [""]:
             continue
@@ -253,6 +272,25 @@ def _read_rows(
             columns[i].append(cell)
         row_lines.append(line)
     return columns, row_lines
+
+
+def _parse_problem(exc: csv.Error, source: str, start: int, line: int) -> str:
+    """What the csv module's error *exc* means, for the row starting on line *start*."""
+    text = str(exc)
+    if "end of data" in text:
+        return (
+            f"{source}:{start}: cannot parse the row: a quoted cell that starts on line {start} "
+            "is never closed (the file ends inside it). Close the quote, and double quotes "
+            'inside a cell ("").'
+        )
+    hint = {
+        "expected after": 'quote the whole cell and double the quotes inside it ("")',
+        "new-line character": "the lines end in a lone carriage return (\\r); save the file "
+        "with \\n or \\r\\n line ends",
+        "field larger": "a cell is longer than 131072 characters; is a quote left open?",
+    }
+    found = next((h for key, h in hint.items() if key in text), None)
+    return f"{source}:{line}: cannot parse the row: {text}" + (f"; {found}." if found else ".")
 
 
 def _table(

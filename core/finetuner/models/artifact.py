@@ -18,25 +18,30 @@ model is the unchanged pretrained model of a folder on this machine (metadata
 ``adapter.base_weights: model_path``) that is all it stores, and loading rebuilds the base from
 the folder; otherwise ``model.safetensors`` holds all the weights as well.
 
-Loading reads YAML with ``yaml.safe_load`` and tensors with safetensors: nothing is unpickled.
+Loading reads YAML with a safe, bounded loader and tensors with safetensors: nothing is
+unpickled, and the artifact is treated as untrusted input (see :mod:`.artifact_files`).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from .._io import atomic_write_bytes, atomic_write_text, dump_yaml, replace_dir
-from ..errors import ConfigError, RunError
+from .._io import atomic_write_bytes, atomic_write_text, dump_yaml, regular_files, replace_dir
+from ..errors import ArtifactError, ConfigError
+from .artifact_checks import (
+    build_from_metadata,
+    check_model_metadata,
+    check_weights_fit,
+    parse_metadata,
+)
+from .artifact_files import read_artifact_files
 from .card import CARD_FILE, CardFacts, render_card
 from .lora import adapter_state, inject_lora, load_adapter, merge_lora
 from .registry import get_spec
@@ -44,6 +49,7 @@ from .registry import get_spec
 __all__ = [
     "ModelRecord",
     "artifact_size",
+    "check_declared_model",
     "dump_yaml",
     "load_model_records",
     "load_record_weights",
@@ -70,6 +76,8 @@ class ModelRecord:
     """The ONNX export, when the run was fit with ``to_onnx=True``."""
     adapter: dict[str, torch.Tensor] = field(default_factory=dict)
     """LoRA runs: the adapters and the weights outside the base model."""
+    source: str = ""
+    """Where the model's metadata was read from, for error messages."""
 
     @property
     def lora(self) -> dict[str, Any] | None:
@@ -165,7 +173,7 @@ def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def artifact_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in regular_files(path))
 
 
 def load_model_records(
@@ -173,7 +181,7 @@ def load_model_records(
 ) -> tuple[list[ModelRecord], dict[str, Any]]:
     """Read every model of an artifact folder or zip, plus its ``metadata.yml``."""
     path = Path(artifact)
-    files = _artifact_files(path)
+    files = read_artifact_files(path)
     # Find the artifact root: the folder holding models/ (zips may add a top folder).
     roots = {
         key.split("models/")[0]
@@ -181,43 +189,15 @@ def load_model_records(
         if "models/" in key and key.endswith("metadata.yml")
     }
     if len(roots) != 1:
-        raise RunError(f"'{path}' holds no artifact (expected models/<name>/metadata.yml inside).")
+        raise ArtifactError(
+            f"'{path}' holds no artifact (expected models/<name>/metadata.yml inside)."
+        )
     root = roots.pop()
     prefix = f"{root}models/"
     names = sorted({key[len(prefix) :].split("/")[0] for key in files if key.startswith(prefix)})
     records = [_model_record(path, files, f"{prefix}{name}/", name) for name in names]
-    meta_file = files.get(f"{root}metadata.yml")
-    metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
-    return records, metadata or {}
-
-
-def _wanted(name: str) -> bool:
-    """Whether loading reads the artifact file *name*: YAML, weights, the ONNX export and the
-    preprocessor's files."""
-    return name.endswith((".yml", ".safetensors", "/model.onnx")) or "/preprocessor/" in name
-
-
-def _artifact_files(path: Path) -> dict[str, bytes]:
-    """The files of the artifact folder or zip *path* that loading reads, by relative path."""
-    if not path.exists():
-        raise RunError(
-            f"no artifact at '{path}': pass an artifact folder (run.artifact_path) or the zip "
-            "written by run.save_artifact()."
-        )
-    files: dict[str, bytes] = {}
-    if path.is_dir():
-        for file in path.rglob("*"):
-            relative = file.relative_to(path).as_posix()
-            if file.is_file() and _wanted(relative):
-                files[relative] = file.read_bytes()
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir() and _wanted(info.filename):
-                    files[info.filename] = archive.read(info)
-    else:
-        raise RunError(f"'{path}' is neither an artifact folder nor a zip file.")
-    return files
+    metadata = parse_metadata(files.get(f"{root}metadata.yml"), f"artifact '{path}': metadata.yml")
+    return records, metadata
 
 
 def _tensors(
@@ -231,7 +211,7 @@ def _tensors(
     try:
         return load_bytes(files[key])
     except Exception as exc:  # safetensors refuses anything but its own format
-        raise RunError(
+        raise ArtifactError(
             f"artifact '{path}': models/{name}/{key.rpartition('/')[2]} is not a valid "
             f"safetensors file ({exc}); it was damaged or replaced, and is refused unread. Use "
             "the artifact the run wrote."
@@ -243,10 +223,12 @@ def _model_record(path: Path, files: Mapping[str, bytes], folder: str, name: str
     meta_key, weights_key = f"{folder}metadata.yml", f"{folder}model.safetensors"
     adapter_key = f"{folder}adapter.safetensors"
     if meta_key not in files or (weights_key not in files and adapter_key not in files):
-        raise RunError(
+        raise ArtifactError(
             f"artifact '{path}': model '{name}' lacks metadata.yml or model.safetensors."
         )
-    meta = yaml.safe_load(io.BytesIO(files[meta_key])) or {}
+    where = f"artifact '{path}': models/{name}/metadata.yml"
+    meta = parse_metadata(files[meta_key], where)
+    check_model_metadata(meta, where)
     pre = f"{folder}preprocessor/"
     return ModelRecord(
         name=name,
@@ -255,6 +237,7 @@ def _model_record(path: Path, files: Mapping[str, bytes], folder: str, name: str
         files={k[len(pre) :]: v for k, v in files.items() if k.startswith(pre)},
         onnx=files.get(f"{folder}model.onnx"),
         adapter=_tensors(path, files, adapter_key, name),
+        source=where,
     )
 
 
@@ -285,20 +268,54 @@ def rebuild_module(
                 "be rebuilt from the registry; create the module yourself and pass it: "
                 f"get_model(artifact, model=YourModule(...))."
             )
-        spec = get_spec(registry_name)
-        options = record.metadata.get("options") or {}
-        # All weights stored: build nothing pretrained. Adapter only: the pretrained base.
-        built = spec.build(
-            spec.for_rebuild(options) if record.tensors else _base_folder_options(record)
-        )
-        tower = record.metadata.get("tower")
-        module = built[tower] if tower else built  # type: ignore[index]
+        module = _rebuild_registered(record, registry_name)
     elif record.lora:
         inject_lora(module, record.lora, model=type(module).__name__)
     load_record_weights(
         module, record, f"the weights of model '{record.name}' do not fit the module"
     )
     return merge_lora(module) if merge and record.lora else module
+
+
+def _declared_builder(record: ModelRecord, registry_name: str) -> Callable[[], torch.nn.Module]:
+    """What builds the registry model *record*'s metadata declares; a builder that fails on
+    tampered metadata raises an ArtifactError naming the file."""
+    what = record.source or f"the artifact's model '{record.name}'"
+    try:
+        spec = get_spec(registry_name)
+    except ConfigError as exc:
+        raise ArtifactError(f"{what}: 'registry_name': {exc}") from None
+    options = record.metadata.get("options") or {}
+    tower = record.metadata.get("tower")
+
+    # All weights stored: build nothing pretrained. Adapter only: the pretrained base.
+    if record.tensors:
+        resolved = build_from_metadata(lambda: spec.for_rebuild(options), what)
+    else:
+        resolved = _base_folder_options(record)
+
+    def build() -> torch.nn.Module:
+        built = spec.build(resolved)
+        if tower and (not isinstance(built, torch.nn.ModuleDict) or tower not in built):
+            raise ArtifactError(f"{what}: the model '{registry_name}' has no tower '{tower}'.")
+        return built[tower] if tower else built  # type: ignore[index]
+
+    return lambda: build_from_metadata(build, what)
+
+
+def check_declared_model(record: ModelRecord) -> None:
+    """Refuse a *record* whose weights do not fit the model its metadata declares, checked on
+    the ``meta`` device (so a tampered metadata builds nothing large)."""
+    registry_name = record.metadata.get("registry_name")
+    if registry_name and record.tensors:
+        what = record.source or f"the artifact's model '{record.name}'"
+        check_weights_fit(_declared_builder(record, registry_name), record.tensors, what)
+
+
+def _rebuild_registered(record: ModelRecord, registry_name: str) -> torch.nn.Module:
+    """The registry model *record*'s metadata declares, once its weights are known to fit."""
+    check_declared_model(record)
+    return _declared_builder(record, registry_name)()
 
 
 def load_record_weights(module: torch.nn.Module, record: ModelRecord, what: str) -> None:

@@ -10,8 +10,8 @@ import torch
 
 from ..data import encodable_values
 from ..encoding import encode_items, resolve_device
-from ..errors import ConfigError, DataError
-from .artifact import load_model_records, rebuild_module
+from ..errors import ArtifactError, ConfigError, DataError, FinetunerError
+from .artifact import ModelRecord, load_model_records, rebuild_module
 from .onnx import OnnxModule
 from .prompts import check_prompt_role, with_prompt
 from .registry import get_spec
@@ -196,9 +196,7 @@ def get_model(
         module = rebuild_module(record, model, merge=merge_lora)
     registry_name = record.metadata.get("registry_name")
     preprocessor = (
-        get_spec(registry_name).build_preprocessor(
-            record.metadata.get("options") or {}, record.metadata.get("tower"), record.files
-        )
+        _stored_preprocessor(record, registry_name)
         if registry_name and model is None
         else Preprocessor()
     )
@@ -211,6 +209,22 @@ def get_model(
         preprocessor=preprocessor,
         truncate_dim=truncate_dim,
     )
+
+
+def _stored_preprocessor(record: ModelRecord, registry_name: str) -> Any:
+    """The preprocessor of *record* from its stored files (a tokenizer), which must load."""
+    try:
+        return get_spec(registry_name).build_preprocessor(
+            record.metadata.get("options") or {}, record.metadata.get("tower"), record.files
+        )
+    except FinetunerError:
+        raise
+    except Exception as exc:  # tokenizers and image libraries raise their own errors
+        raise ArtifactError(
+            f"{record.source or 'the artifact'}: its preprocessor files "
+            f"({', '.join(sorted(record.files)) or 'none'}) do not load "
+            f"({type(exc).__name__}: {exc}); they were edited or damaged."
+        ) from None
 
 
 def build_model(

@@ -6,42 +6,62 @@ to a hidden name first, so nobody reads one half removed, and its name is free a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from ..errors import RunError, RunInProgressError
+from ..errors import RunInProgressError
 from .layout import NAME_PATTERN, STATUS_FILE
 from .processes import live_pid
 from .run import Run
 
-__all__ = ["remove_run", "remove_tree", "runs_in", "sorted_runs"]
+__all__ = ["remove_run", "remove_tree", "runs_in", "runs_with_status", "sorted_runs"]
 
 
 def runs_in(experiment_path: Path) -> list[Run]:
     """Every complete run folder directly under *experiment_path*."""
+    # One directory scan and one stat per entry, no path parsed twice: the store may hold
+    # thousands of runs (see bench/bench_soak.py).
+    base = experiment_path.expanduser().absolute()
     try:
-        entries = list(experiment_path.iterdir())
+        entries = list(os.scandir(base))
     except FileNotFoundError:
         return []
-    runs = []
-    for entry in entries:
-        if NAME_PATTERN.fullmatch(entry.name) and (entry / STATUS_FILE).is_file():
-            runs.append(Run(entry))
-    return runs
+    return [
+        Run.reference(base / entry.name)
+        for entry in entries
+        if NAME_PATTERN.fullmatch(entry.name)
+        and os.path.isfile(os.path.join(entry.path, STATUS_FILE))
+    ]
 
 
-def _created_at(run: Run) -> str:
+def _status_or_none(run: Run) -> dict[str, Any] | None:
+    """The run's status, read as :meth:`Run.status` reads it but without its error messages
+    (a listing reads thousands): ``None`` where it is missing or damaged."""
     try:
-        return str(run.status().get("created_at") or "")
-    except RunError:
-        return ""
+        with open(os.path.join(run.path, STATUS_FILE), "rb") as handle:
+            status = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and "status" in status else None
+
+
+def runs_with_status(runs: list[Run]) -> list[tuple[Run, dict[str, Any] | None]]:
+    """*runs* oldest first (by creation time, then experiment and name), each with its status
+    as read once now (``None`` where it cannot be read)."""
+    pairs = [(run, _status_or_none(run)) for run in runs]
+    return sorted(
+        pairs,
+        key=lambda p: (str((p[1] or {}).get("created_at") or ""), p[0].experiment_name, p[0].name),
+    )
 
 
 def sorted_runs(runs: list[Run]) -> list[Run]:
     """*runs* oldest first (by creation time, then experiment and name)."""
-    return sorted(runs, key=lambda r: (_created_at(r), r.experiment_name, r.name))
+    return [run for run, _ in runs_with_status(runs)]
 
 
 def remove_tree(path: Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_open
+from .._io import atomic_open, regular_files
 from ..errors import ConfigError, RunError, RunFailedError, RunInProgressError, RunNotFoundError
 from .jsonfiles import jsonl_records, read_json
 from .layout import (
@@ -55,7 +55,9 @@ class Run:
         """The run at *path* without looking there: in a distributed fit, what a rank other
         than 0 holds of the run rank 0 writes, which may be on another machine."""
         run = cls.__new__(cls)
-        run._path = Path(path).expanduser().absolute()
+        given = path if isinstance(path, Path) else Path(path)
+        # an absolute path is kept as it is: the run store lists thousands of them
+        run._path = given if given.is_absolute() else given.expanduser().absolute()
         return run
 
     # ----------------------------------------------------------------- where things are
@@ -294,7 +296,7 @@ class Run:
             atomic_open(target) as handle,
             zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
         ):
-            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            for file in regular_files(source):
                 archive.write(file, f"{self.name}/{file.relative_to(source).as_posix()}")
         return target
 

@@ -15,7 +15,7 @@ from typing import Any
 from .._io import atomic_write_json
 from ..errors import ConfigError, RunError, RunNotFoundError, close_matches_hint
 from .experiments import Experiment, ensure_experiment, experiments_in, find_run, get_experiment
-from .folders import remove_run, runs_in, sorted_runs
+from .folders import remove_run, runs_in, runs_with_status
 from .layout import (
     CONFIG_FILE,
     DEFAULT_EXPERIMENT,
@@ -142,10 +142,19 @@ def list_runs(
     experiment_name: str | None = None, runs_dir: str | os.PathLike[str] | None = None
 ) -> list[Run]:
     """The runs of *experiment_name*, or of every experiment, oldest first."""
+    return [run for run, _ in list_runs_with_status(experiment_name, runs_dir)]
+
+
+def list_runs_with_status(
+    experiment_name: str | None = None, runs_dir: str | os.PathLike[str] | None = None
+) -> list[tuple[Run, dict[str, Any] | None]]:
+    """What :func:`list_runs` lists, each run with its status read once (``None`` where its
+    ``status.json`` cannot be read): what ``finetuner runs`` prints."""
     if experiment_name is not None:
-        return get_experiment(experiment_name, runs_dir=runs_dir).list_runs()
-    root = resolve_runs_dir(runs_dir)
-    return sorted_runs([run for e in experiments_in(root) for run in runs_in(e.path)])
+        experiments = [get_experiment(experiment_name, runs_dir=runs_dir)]
+    else:
+        experiments = experiments_in(resolve_runs_dir(runs_dir))
+    return runs_with_status([run for e in experiments for run in runs_in(e.path)])
 
 
 def delete_run(

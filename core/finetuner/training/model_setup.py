@@ -20,7 +20,13 @@ from ..data import IMAGE, TENSOR, Dataset
 from ..encoding import evaluating, to_device
 from ..errors import ConfigError, DataError, FinetunerError
 from ..models import ModelSpec, Preprocessor, get_spec
-from ..models.artifact import BASE_FROM_FOLDER, ModelRecord, load_model_records, load_record_weights
+from ..models.artifact import (
+    BASE_FROM_FOLDER,
+    ModelRecord,
+    check_declared_model,
+    load_model_records,
+    load_record_weights,
+)
 from ..models.gradient_checkpointing import enable_gradient_checkpointing
 from ..models.lora import count_parameters, inject_lora, resolve_lora
 from .failure import format_reason
@@ -195,6 +201,7 @@ def load_model_artifact(models: ModelSet, artifact: Any) -> None:
                 "pass that model."
             )
         _check_same_lora(record, meta, artifact)
+        check_declared_model(record)
         load_record_weights(
             module,
             record,
