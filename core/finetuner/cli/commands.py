@@ -112,38 +112,43 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             return 0
         print(f"run:        {run.name}")
         print(f"experiment: {run.experiment_name}")
-        print(
-            f"status:     {status['status']}"
-            + (f" ({status.get('reason')})" if status.get("reason") else "")
-        )
+        state = _shown_state({**status, "error": None, "stale": status.get("stale")})
+        reason = f" ({status.get('reason')})" if status.get("reason") else ""
+        print(f"status:     {state}{reason}")
         print(f"path:       {run.path}")
         run.display_metrics()
         return 0
-    runs = list_runs(experiment_name=args.experiment, runs_dir=args.runs_dir)
+    rows = [_run_row(run) for run in list_runs(args.experiment, runs_dir=args.runs_dir)]
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "experiment": r.experiment_name,
-                        "status": r.status()["status"],
-                    }
-                    for r in runs
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps(rows, indent=2))
         return 0
-    if not runs:
+    if not rows:
         print("no runs yet")
         return 0
-    for run in runs:
-        status = run.status()
-        print(
-            f"{run.experiment_name}/{run.name}  {status['status']}  {status.get('created_at') or ''}"
-        )
+    for row in rows:
+        print(f"{row['experiment']}/{row['name']}  {_shown_state(row)}  {row['created_at'] or ''}")
     return 0
+
+
+def _run_row(run: Any) -> dict[str, Any]:
+    """One run of ``finetuner runs``; a run whose status cannot be read is listed with the
+    error, so one damaged run does not hide the others."""
+    row = {"name": run.name, "experiment": run.experiment_name, "status": "UNREADABLE"}
+    try:
+        status = run.status()
+    except RunError as exc:
+        return {**row, "stale": False, "created_at": None, "error": str(exc)}
+    row.update(status=status["status"], stale=bool(status.get("stale")), error=None)
+    row.update(created_at=status.get("created_at"), pid=status.get("pid"))
+    return row
+
+
+def _shown_state(row: dict[str, Any]) -> str:
+    if row["error"]:
+        return f"UNREADABLE ({row['error']})"
+    if row["stale"]:
+        return f"STARTED, stale (its process {row['pid']} is gone: resume or delete it)"
+    return str(row["status"])
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ tells the plugins through ``finetuner_on_exception``.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,8 +166,12 @@ def record_failure(
         phase_name = blame.phase or phase_name
     try:
         writer.set_status(RunStatus.FAILED, **fields, phase=phase_name)
-    except Exception:  # the run folder may be gone; the caller still gets the error
-        pass
+    except Exception as status_exc:  # a full disk, a folder gone: the caller still gets exc
+        print(
+            f"warning: run '{writer.run.name}' could not be marked FAILED ({status_exc}); "
+            "its status.json is out of date.",
+            file=sys.stderr,
+        )
     try:
         log.error("run failed", **fields, phase=phase_name)
     except Exception:
