@@ -31,6 +31,7 @@ __all__ = [
     "Failure",
     "Phase",
     "PhaseTracker",
+    "as_terminated",
     "describe_failure",
     "format_reason",
     "record_failure",
@@ -115,6 +116,10 @@ class Blame:
     phase: str | None = None
 
 
+_signalled = threading.Event()
+"""Set once SIGTERM arrived inside :func:`terminate_on_sigterm`."""
+
+
 @contextmanager
 def terminate_on_sigterm() -> Iterator[None]:
     """A block in which SIGTERM (``kill``, a launcher tearing the job down) raises
@@ -124,11 +129,13 @@ def terminate_on_sigterm() -> Iterator[None]:
         yield
         return
     raised = False
+    _signalled.clear()
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal raised
         if not raised:  # a second signal must not interrupt the recording of the first
             raised = True
+            _signalled.set()
             raise Terminated("terminated (SIGTERM)")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -136,6 +143,14 @@ def terminate_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def as_terminated(exc: BaseException) -> BaseException:
+    """*exc*, or a :class:`~finetuner.errors.Terminated` when SIGTERM caused it: a library
+    that catches the signal's exception midway (torch's file writer does) raises its own."""
+    if _signalled.is_set() and not isinstance(exc, Terminated):
+        return Terminated("terminated (SIGTERM)")
+    return exc
 
 
 def record_failure(

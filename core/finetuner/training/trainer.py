@@ -25,6 +25,7 @@ from ..runs.writer import RunWriter, SilentRunWriter
 from .failure import (
     Phase,
     PhaseTracker,
+    as_terminated,
     describe_failure,
     record_failure,
     terminate_on_sigterm,
@@ -156,29 +157,39 @@ class Trainer:
                 runlog.set_listener(_LogForwarder(pm, loop.ctx))
                 self._log_start(log, run, registered, skipped, state)
             loop.run(started)
-        except BaseException as exc:
-            ctx = loop.ctx if loop is not None else None
-            failure = describe_failure(exc, phases.current, pm)
-            blame = record_rank_failure(exc, failure, self.dist, run)
-            record_failure(
-                exc,
-                phases.current,
-                writer=writer,
-                log=log,
-                plugin_manager=pm,
-                ctx=ctx,
-                blame=blame,
-            )
-            if blame is not None and blame.rank != self.dist.rank:
-                raise DistributedError(
-                    f"rank {blame.rank} failed: {blame.reason}", rank=blame.rank
-                ) from exc
-            raise
+        except BaseException as raised:
+            exc = self._failed(raised, run, phases.current, writer, log, pm, loop)
+            if exc is raised:
+                raise
+            raise exc from raised
         finally:
             runlog.close()
             if loop is not None:
                 loop.step.release()
         return run
+
+    def _failed(
+        self,
+        raised: BaseException,
+        run: Run,
+        phase: Phase,
+        writer: RunWriter,
+        log: Any,
+        pm: FinetunerPluginManager | None,
+        loop: FitLoop | None,
+    ) -> BaseException:
+        """Record the failure of the fit; returns the exception to raise (SIGTERM's
+        :class:`Terminated` where a library replaced it, or the rank that failed first)."""
+        exc = as_terminated(raised)
+        ctx = loop.ctx if loop is not None else None
+        failure = describe_failure(exc, phase, pm)
+        blame = record_rank_failure(exc, failure, self.dist, run)
+        record_failure(exc, phase, writer=writer, log=log, plugin_manager=pm, ctx=ctx, blame=blame)
+        if blame is not None and blame.rank != self.dist.rank:
+            error = DistributedError(f"rank {blame.rank} failed: {blame.reason}", rank=blame.rank)
+            error.__cause__ = exc
+            return error
+        return exc
 
     def _log_start(
         self,
