@@ -254,6 +254,7 @@ class FitConfig(BaseModel):
         False,
         description="Recompute activations in the backward pass instead of keeping them "
         "(Hugging Face backbones: text models and CLIP towers): less memory, slower steps.",
+        json_schema_extra=_FREE,
     )
     layer_wise_lr_decay: float | None = Field(
         None,
