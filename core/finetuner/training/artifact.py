@@ -108,36 +108,23 @@ def write_fit_artifact(
     """Write the run's artifact folder, atomically, and return it. When it cannot be written
     (a full disk), the RunError says so and where the trained weights were kept instead
     (:func:`keep_weights`)."""
+    models = setup.models
     try:
         with reported_write("write the artifact", run.artifact_dir):
-            return _write(setup, run, config, registered, metrics, duration, log, epochs_completed)
+            return write_artifact(
+                run.artifact_dir,
+                models=models.modules,
+                model_metadata=models.metadata,
+                preprocessor_files={n: p.files() for n, p in models.preprocessors.items()},
+                onnx=export_onnx_models(setup, log) if setup.config.to_onnx else None,
+                config=dict(config),
+                metadata=artifact_metadata(run, setup.device, duration, registered),
+                metrics=dict(metrics),
+                examples=run.example_results(),
+                card=card_facts(setup, epochs_completed),
+            )
     except RunError as exc:
         raise RunError(f"{exc} {keep_weights(setup, run)}") from exc
-
-
-def _write(
-    setup: FitSetup,
-    run: Run,
-    config: Mapping[str, Any],
-    registered: Sequence[Registered],
-    metrics: Mapping[str, Mapping[str, float]],
-    duration: float,
-    log: Any,
-    epochs_completed: int | None,
-) -> Path:
-    models = setup.models
-    return write_artifact(
-        run.artifact_dir,
-        models=models.modules,
-        model_metadata=models.metadata,
-        preprocessor_files={n: p.files() for n, p in models.preprocessors.items()},
-        onnx=export_onnx_models(setup, log) if setup.config.to_onnx else None,
-        config=dict(config),
-        metadata=artifact_metadata(run, setup.device, duration, registered),
-        metrics=dict(metrics),
-        examples=run.example_results(),
-        card=card_facts(setup, epochs_completed),
-    )
 
 
 def keep_weights(setup: FitSetup, run: Run) -> str:
