@@ -1,5 +1,6 @@
-"""Small file helpers: atomic writes, so no file that matters is ever half-written, and YAML
-written so that ``yaml.safe_load`` reads it back."""
+"""Small file helpers: atomic writes, so no file that matters is ever half-written, write
+failures reported as :class:`~finetuner.errors.RunError` naming the path, and YAML written so
+that ``yaml.safe_load`` reads it back."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import ArtifactError
+from .errors import ArtifactError, RunError
 
 __all__ = [
     "atomic_open",
@@ -23,7 +24,39 @@ __all__ = [
     "fsync_dir",
     "regular_files",
     "replace_dir",
+    "reported_write",
 ]
+
+
+@contextmanager
+def reported_write(operation: str, path: str | os.PathLike[str]) -> Iterator[None]:
+    """A block whose OSError (a full disk, a read-only folder, a path under a file) becomes a
+    RunError: ``could not <operation> PATH: <the system's reason>``."""
+    try:
+        yield
+    except RunError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = exc.filename if exc.filename is not None else path
+        raise RunError(
+            f"could not {operation} {where}: {reason}; free disk space or make the folder "
+            "writable, then try again."
+        ) from exc
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(path: Path) -> None:
@@ -66,6 +99,8 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp makes 0o600; the file takes the mode open() would give it
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

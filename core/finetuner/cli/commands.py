@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, RunError
@@ -61,14 +60,14 @@ def _located(exc: ConfigError, path: str) -> ConfigError:
     """*exc*, found when the fit set up an option of the config file at *path* (its message
     starts ``loss_options: ...``), pointing at the file and the option's line."""
     from ..config import FIT_OPTIONS
-    from ..config.file import _top_level_lines
+    from ..config.yamlfile import read_yaml_file, top_level_lines
 
     option = str(exc).split(":", 1)[0]
     if option not in FIT_OPTIONS:
         return exc
     try:
-        line = _top_level_lines(Path(path).read_text(encoding="utf-8")).get(option)
-    except (OSError, UnicodeDecodeError):
+        line = top_level_lines(read_yaml_file(path)[1]).get(option)
+    except ConfigError:  # the file was read once already; this only adds its line
         line = None
     return ConfigError(f"{path}{f':{line}' if line else ''}: {exc}")
 
@@ -137,30 +136,43 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             return 0
         print(f"run:        {run.name}")
         print(f"experiment: {run.experiment_name}")
-        print(f"status:     {status['status']}{_status_detail(status)}")
+        print(f"status:     {_shown_state(_row(run, status))}{_status_detail(status)}")
         print(f"path:       {run.path}")
         run.display_metrics()
         return 0
     # each status read once: listing 10,000 runs reads 10,000 small files, not 20,000
-    runs = [
-        (run, status if status is not None else run.status())  # run.status() names the fault
-        for run, status in list_runs_with_status(args.experiment, args.runs_dir)
-    ]
+    rows = [_row(r, s) for r, s in list_runs_with_status(args.experiment, args.runs_dir)]
     if args.json:
-        rows = [
-            {"name": r.name, "experiment": r.experiment_name, "status": s["status"]}
-            for r, s in runs
-        ]
         print(json.dumps(rows, indent=2))
         return 0
-    if not runs:
+    if not rows:
         print("no runs yet")
         return 0
-    for run, status in runs:
-        print(
-            f"{run.experiment_name}/{run.name}  {status['status']}  {status.get('created_at') or ''}"
-        )
+    for row in rows:
+        print(f"{row['experiment']}/{row['name']}  {_shown_state(row)}  {row['created_at'] or ''}")
     return 0
+
+
+def _row(run: Any, status: dict[str, Any] | None) -> dict[str, Any]:
+    """One run of ``finetuner runs`` from its *status* (``None`` where it could not be read);
+    a run whose status cannot be read is listed with the error, so one damaged run does not
+    hide the others."""
+    row = {"name": run.name, "experiment": run.experiment_name, "status": "UNREADABLE"}
+    try:
+        status = status if status is not None else run.status()  # run.status() names the fault
+    except RunError as exc:
+        return {**row, "stale": False, "created_at": None, "error": str(exc)}
+    row.update(status=status["status"], stale=bool(status.get("stale")), error=None)
+    row.update(created_at=status.get("created_at"), pid=status.get("pid"))
+    return row
+
+
+def _shown_state(row: dict[str, Any]) -> str:
+    if row["error"]:
+        return f"UNREADABLE ({row['error']})"
+    if row["stale"]:
+        return f"STARTED, stale (its process {row['pid']} is gone: resume or delete it)"
+    return str(row["status"])
 
 
 def _status_detail(status: dict[str, Any]) -> str:

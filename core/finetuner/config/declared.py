@@ -24,9 +24,13 @@ def _extra(field: FieldInfo) -> Mapping[str, Any]:
 
 
 def resume_checked_options() -> tuple[str, ...]:
-    """The options a resumed run must keep: changing them would train another model."""
+    """The options a resumed run must keep: every recorded option but the data (compared by
+    its fingerprint instead) and those marked free (epochs, callbacks, the device...)."""
     return tuple(
-        name for name, field in FitConfig.model_fields.items() if _extra(field).get("resume")
+        name
+        for name, field in FitConfig.model_fields.items()
+        if _extra(field).get("resume") != "free"
+        and _extra(field).get("record") not in ("data", False)
     )
 
 
@@ -99,6 +103,15 @@ def _default(field: FieldInfo) -> str:
     return "`None`" if value is None else f"`{value!r}`"
 
 
+def _on_resume(field: FieldInfo) -> str:
+    extra = _extra(field)
+    if extra.get("record") == "data":
+        return "same data (fingerprint)"
+    if extra.get("resume") == "free" or extra.get("record") is False:
+        return "may change"
+    return "must match"
+
+
 def option_rows() -> list[dict[str, str]]:
     """One row per option for the documentation: name, default, limits, resume rule, meaning."""
     return [
@@ -106,7 +119,7 @@ def option_rows() -> list[dict[str, str]]:
             "option": name,
             "default": _default(field),
             "limits": _limits(field),
-            "on resume": "must match" if _extra(field).get("resume") else "",
+            "on resume": _on_resume(field),
             "meaning": field.description or "",
         }
         for name, field in FitConfig.model_fields.items()

@@ -31,10 +31,12 @@ from .limits import check_lr, check_path_option, check_workers
 __all__ = ["FIT_OPTIONS", "FitConfig", "format_validation_error", "validate_fit_options"]
 
 # What the extra keys of an option's Field say (json_schema_extra):
-#   resume: "match"   a resumed run must use the value it started with
+#   resume: "free"    a resumed run may change it (it does not shape the model); every other
+#                     recorded option must match, and the data must have the same fingerprint
 #   record: "data"    recorded as a description of the data, not the data itself
 #   record: False     not recorded in the run's config (a machine-local setting)
 _MATCH: JsonDict = {"resume": "match"}
+_FREE: JsonDict = {"resume": "free"}
 _DATA: JsonDict = {"record": "data"}
 _UNRECORDED: JsonDict = {"record": False}
 #   limits: "..."     a limit the Field's own bounds cannot say, shown in the options table
@@ -124,7 +126,12 @@ class FitConfig(BaseModel):
         json_schema_extra=_MATCH,
     )
     epochs: int = Field(
-        5, ge=0, le=100_000, strict=True, description="Passes over the training data."
+        5,
+        ge=0,
+        le=100_000,
+        strict=True,
+        description="Passes over the training data.",
+        json_schema_extra=_FREE,
     )
     batch_size: int | None = Field(
         None,
@@ -148,11 +155,13 @@ class FitConfig(BaseModel):
         default_factory=list,
         description="Callback instances (`finetuner.callback.<Class>(...)`); in config files, "
         "names with their options.",
+        json_schema_extra=_FREE,
     )
     device: str = Field(
         "auto",
         description="`'auto'` (CUDA when available, else Apple's MPS, else the CPU), `'cpu'`, "
         "`'cuda'`, `'cuda:N'`, ...",
+        json_schema_extra=_FREE,
     )
     num_workers: int = Field(
         0,
@@ -160,7 +169,7 @@ class FitConfig(BaseModel):
         strict=True,
         description="`DataLoader` worker processes for batching (0: in the main process); "
         "more than the machine's CPUs is refused.",
-        json_schema_extra={"limits": "<= os.cpu_count()"},
+        json_schema_extra={"limits": "<= os.cpu_count()", **_FREE},
     )
     num_items_per_class: int = Field(
         4,
@@ -178,12 +187,18 @@ class FitConfig(BaseModel):
         "`'random'`.",
         json_schema_extra=_MATCH,
     )
-    run_name: str | None = Field(None, description="Name of the run (generated when not given).")
+    run_name: str | None = Field(
+        None, description="Name of the run (generated when not given).", json_schema_extra=_FREE
+    )
     experiment_name: str | None = Field(
-        None, description="The experiment that groups runs (`'default'`)."
+        None,
+        description="The experiment that groups runs (`'default'`).",
+        json_schema_extra=_FREE,
     )
     description: str | None = Field(
-        None, description="A free-text note recorded in the run's config."
+        None,
+        description="A free-text note recorded in the run's config.",
+        json_schema_extra=_FREE,
     )
     seed: int | None = Field(
         None,
@@ -256,6 +271,7 @@ class FitConfig(BaseModel):
         False,
         description="Recompute activations in the backward pass instead of keeping them "
         "(Hugging Face backbones: text models and CLIP towers): less memory, slower steps.",
+        json_schema_extra=_FREE,
     )
     layer_wise_lr_decay: float | None = Field(
         None,
@@ -272,6 +288,7 @@ class FitConfig(BaseModel):
         "auto",
         description="Under torchrun (or `finetuner fit --nproc N`): the process-group backend, "
         "`'auto'` (nccl on CUDA, gloo on the CPU), `'gloo'` or `'nccl'`. One process: unused.",
+        json_schema_extra=_FREE,
     )
     gather_across_devices: bool = Field(
         False,

@@ -103,41 +103,45 @@ def write_artifact(
     The model card ``README.md`` is written last, from everything else the artifact holds and
     the fit's *card* facts."""
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "models").mkdir(parents=True)
-    atomic_write_text(tmp / "config.yml", dump_yaml(config))
-    atomic_write_text(
-        tmp / "metadata.yml", dump_yaml({"format_version": FORMAT_VERSION, **metadata})
-    )
-    atomic_write_text(tmp / "metrics.yml", dump_yaml(metrics))
-    if examples:
-        atomic_write_text(tmp / "example-results.yml", dump_yaml(examples))
-    for name, module in models.items():
-        folder = tmp / "models" / name
-        folder.mkdir(parents=True)
-        _write_weights(folder, module, model_metadata[name].get("adapter"))
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "models").mkdir(parents=True)
+        atomic_write_text(tmp / "config.yml", dump_yaml(config))
         atomic_write_text(
-            folder / "metadata.yml", dump_yaml({"name": name, **model_metadata[name]})
+            tmp / "metadata.yml", dump_yaml({"format_version": FORMAT_VERSION, **metadata})
         )
-        files = (preprocessor_files or {}).get(name) or {}
-        if files:
-            (folder / "preprocessor").mkdir()
-            for file_name, data in files.items():
-                atomic_write_bytes(folder / "preprocessor" / file_name, data)
-        if onnx and name in onnx:
-            atomic_write_bytes(folder / "model.onnx", onnx[name])
-    written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-    text = render_card(
-        config=config,
-        metadata=metadata,
-        metrics=metrics,
-        models=model_metadata,
-        files=written,
-        facts=card,
-    )
-    atomic_write_text(tmp / CARD_FILE, text)
-    replace_dir(tmp, target)
+        atomic_write_text(tmp / "metrics.yml", dump_yaml(metrics))
+        if examples:
+            atomic_write_text(tmp / "example-results.yml", dump_yaml(examples))
+        for name, module in models.items():
+            folder = tmp / "models" / name
+            folder.mkdir(parents=True)
+            _write_weights(folder, module, model_metadata[name].get("adapter"))
+            atomic_write_text(
+                folder / "metadata.yml", dump_yaml({"name": name, **model_metadata[name]})
+            )
+            files = (preprocessor_files or {}).get(name) or {}
+            if files:
+                (folder / "preprocessor").mkdir()
+                for file_name, data in files.items():
+                    atomic_write_bytes(folder / "preprocessor" / file_name, data)
+            if onnx and name in onnx:
+                atomic_write_bytes(folder / "model.onnx", onnx[name])
+        written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        text = render_card(
+            config=config,
+            metadata=metadata,
+            metrics=metrics,
+            models=model_metadata,
+            files=written,
+            facts=card,
+        )
+        atomic_write_text(tmp / CARD_FILE, text)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves no temporary folder
+        raise
     return target
 
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import fsync_dir, replace_dir
+from .._io import fsync_dir, replace_dir, reported_write
 from ..errors import ConfigError, RunError
+from .processes import pid_alive
 
 __all__ = [
     "Checkpoint",
@@ -40,6 +41,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{8,}))?$")
+_TMP_OWNER = re.compile(r"^\.epoch-.*\.(?:tmp|old)-(\d+)$")  # the pid of the writer
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,25 @@ def write_checkpoint(
     step: int | None = None,
 ) -> Checkpoint:
     """Write *state* as the checkpoint of *epoch*'s end, or of optimizer *step* within
-    *epoch*, atomically."""
-    import torch
-
+    *epoch*, atomically. A write that fails (a full disk) leaves no temporary folder behind
+    and raises a RunError naming the path."""
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(epoch, step)
     tmp = folder / f".{final.name}.tmp-{os.getpid()}"
+    with reported_write("write the checkpoint", tmp):
+        try:
+            _write_folder(tmp, state, epoch, step)
+            replace_dir(tmp, final)  # re-running an epoch after a resume replaces its old one
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk keeps no half checkpoint
+            raise
+    return Checkpoint(final, epoch, step)
+
+
+def _write_folder(tmp: Path, state: Mapping[str, Any], epoch: int, step: int | None) -> None:
+    import torch
+
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -109,8 +123,6 @@ def write_checkpoint(
         handle.flush()
         os.fsync(handle.fileno())
     fsync_dir(tmp)
-    replace_dir(tmp, final)  # re-running an epoch after a resume replaces its old checkpoint
-    return Checkpoint(final, epoch, step)
 
 
 def load_checkpoint(checkpoint: Checkpoint | str | os.PathLike[str]) -> dict[str, Any]:
@@ -131,7 +143,8 @@ def load_checkpoint(checkpoint: Checkpoint | str | os.PathLike[str]) -> dict[str
 
 
 def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
-    """Delete all but the newest *keep* complete checkpoints, and stale temporary folders."""
+    """Delete all but the newest *keep* complete checkpoints, and the temporary folders of
+    processes that are gone (a checkpoint another live process is writing is left alone)."""
     if keep < 1:
         raise ConfigError(f"keep must be at least 1, not {keep}.")
     removed = []
@@ -141,6 +154,7 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
     folder = Path(directory)
     if folder.is_dir():
         for child in folder.iterdir():
-            if child.name.startswith(".epoch-") and not child.name.endswith(f"-{os.getpid()}"):
+            owner = _TMP_OWNER.match(child.name)
+            if owner and not pid_alive(int(owner.group(1))):
                 shutil.rmtree(child, ignore_errors=True)
     return removed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, reported_write
 from ..errors import (
     ConfigError,
     ExperimentNotFoundError,
@@ -136,8 +136,9 @@ def create_experiment(
             f"an experiment named '{name}' already exists in {root}; open it with "
             f"finetuner.get_experiment('{name}') or choose another name."
         )
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path / EXPERIMENT_FILE, {"name": name, "created_at": utc_now()})
+    with reported_write("write the experiment file", path / EXPERIMENT_FILE):
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path / EXPERIMENT_FILE, {"name": name, "created_at": utc_now()})
     return Experiment(path)
 
 

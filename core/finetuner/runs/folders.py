@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import RunInProgressError
 from .layout import NAME_PATTERN, STATUS_FILE
-from .processes import live_pid
+from .processes import is_stale, live_pid
 from .run import Run
 
 __all__ = ["remove_run", "remove_tree", "runs_in", "runs_with_status", "sorted_runs"]
@@ -46,7 +46,11 @@ def _status_or_none(run: Run) -> dict[str, Any] | None:
             status = json.loads(handle.read())
     except (OSError, ValueError):
         return None
-    return status if isinstance(status, dict) and "status" in status else None
+    if not isinstance(status, dict) or "status" not in status:
+        return None
+    if is_stale(status):
+        status["stale"] = True
+    return status
 
 
 def runs_with_status(runs: list[Run]) -> list[tuple[Run, dict[str, Any] | None]]:

@@ -19,7 +19,20 @@ __all__ = ["jsonl_records", "read_json"]
 def read_json(path: Path, what: str) -> Any:
     """Parse the JSON file *path* (the *what* file, for messages); FileNotFoundError passes
     through."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise RunError(
+            f"the {what} file {path} cannot be read ({exc.strerror or exc}); check that it is "
+            "a file you may read."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise RunError(
+            f"the {what} file {path} is not text ({exc.reason} at byte {exc.start}); it was "
+            "damaged or changed outside finetuner."
+        ) from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -38,6 +51,10 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, Any, str]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise RunError(
+            f"{path} cannot be read ({exc.strerror or exc}); check that it is a file you may read."
+        ) from exc
     lines = data.split(b"\n")
     complete = lines[:-1]
     tail = lines[-1]

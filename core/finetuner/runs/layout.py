@@ -11,6 +11,8 @@ Layout (the root is ``runs_dir``, else ``$FINETUNER_RUNS_DIR``, else ``./finetun
     <root>/<experiment>/<run>/examples.json      {stage: {query: [match, ...]}}
     <root>/<experiment>/<run>/queries.json       per-query scores and top results, before/after
     <root>/<experiment>/<run>/source.yml         a config file's options (``finetuner fit``)
+    <root>/<experiment>/<run>/run.lock           locked by the process training the run
+    <root>/<experiment>/<run>/data-fingerprint.json  what resume checks the data against
     <root>/<experiment>/<run>/checkpoints/       written by checkpointing plugins
     <root>/<experiment>/<run>/artifact/          written when the run finishes
 
@@ -39,6 +41,8 @@ __all__ = [
     "EXAMPLE_STAGES",
     "EXPERIMENT_FILE",
     "FINAL_STATUSES",
+    "FINGERPRINT_FILE",
+    "LOCK_FILE",
     "LOG_FILE",
     "METRICS_FILE",
     "METRIC_STAGES",
@@ -69,6 +73,8 @@ STEPS_FILE = "steps.jsonl"
 EXAMPLES_FILE = "examples.json"
 QUERIES_FILE = "queries.json"
 SOURCE_FILE = "source.yml"
+LOCK_FILE = "run.lock"
+FINGERPRINT_FILE = "data-fingerprint.json"
 CHECKPOINT_DIR = "checkpoints"
 ARTIFACT_DIR = "artifact"
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import structlog
 
+from .._io import reported_write
+
 __all__ = ["RunLog", "level_number"]
 
 _LEVELS = {
@@ -44,8 +46,10 @@ class RunLog:
     ):
         self._file: Any = None
         if path is not None:  # None: records only go to *on_record* (ranks other than 0)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8", buffering=1)
+            with reported_write("open the run log", path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(path, "a", encoding="utf-8", buffering=1)
+        self._path = path
         self._on_record = on_record
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -71,7 +75,8 @@ class RunLog:
         line = json.dumps(event_dict, default=str, ensure_ascii=False)
         with self._lock:
             if self._file is not None and not self._file.closed:
-                self._file.write(line + "\n")
+                with reported_write("append to the run log", self._path or "the run log"):
+                    self._file.write(line + "\n")
         if self._on_record is not None and not getattr(self._local, "inside", False):
             self._local.inside = True
             try:

@@ -94,15 +94,17 @@ def follow_log(run: Run, interval: float, timeout: float | None) -> Iterator[str
     """Yield *run*'s rendered log lines as they are appended, until the run is done.
 
     Looks for new lines every *interval* seconds; raises RunInProgressError once *timeout*
-    seconds have passed with the run still going. Arguments are checked by the caller.
+    seconds have passed with the run still going. A stale run (its process is gone) is done
+    too: nobody will write to it again. Arguments are checked by the caller.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     tail = _LogTail(run.log_path)
     while True:
         # Status first: the trainer writes its last lines before it marks the run done,
         # so lines read after seeing a final status are all the lines there will be.
-        status = str(run.status()["status"])
-        done = status in FINAL_STATUSES
+        content = run.status()
+        status = str(content["status"])
+        done = status in FINAL_STATUSES or bool(content.get("stale"))
         for text in tail.new_lines(final=done):
             yield render_line(text)
         if done:

@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, reported_write
 from ..errors import RunError
 from .figures import figure_divs, loss_figures, metric_figures, plotly_script, require_plotly
 from .html import STYLE, examples_html, metrics_table_html, query_changes_html, table_html
@@ -130,6 +130,7 @@ def write_report(run: Run, path: str | os.PathLike[str] | None = None) -> Path:
     if target.is_dir():
         raise RunError(f"cannot write the report to {target}: it is a folder; give a file name.")
     html = report_html(run)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, html)
+    with reported_write("write the report", target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, html)
     return target.absolute()

@@ -30,9 +30,12 @@ from .layout import (
     RunStatus,
 )
 from .notebook import ExampleResults, MetricsTable, run_html
+from .processes import is_stale
 from .render import follow_log, print_examples, print_metrics, render_record
 
 __all__ = ["Run"]
+
+_STATUSES = frozenset(s.value for s in RunStatus)
 
 
 class Run:
@@ -116,10 +119,19 @@ class Run:
     def status(self) -> dict[str, Any]:
         """The content of ``status.json``, read now: ``status`` (``CREATED``, ``STARTED``,
         ``FINISHED``, ``FAILED``), ``created_at``, ``updated_at``, ``started_at``,
-        ``finished_at``, ``pid``, ``reason``, ``plugin``, ``hook`` and any extra fields; a
-        finished run adds ``duration_s``, ``epochs_completed`` and, when a plugin stopped it
-        early, ``stop_reason`` and ``stopped_by`` (the ``source`` given to
-        ``ctx.control.request_stop``), both ``None`` otherwise."""
+        ``finished_at``, ``pid``, ``host``, ``reason``, ``plugin``, ``hook`` and any extra
+        fields; a finished run adds ``duration_s``, ``epochs_completed`` and, when a plugin
+        stopped it early, ``stop_reason`` and ``stopped_by`` (the ``source`` given to
+        ``ctx.control.request_stop``), both ``None`` otherwise; and ``"stale": True`` for a
+        ``STARTED`` run whose process on this machine is gone (killed without warning), which
+        no process will finish: resume or delete it."""
+        status = self.stored_status()
+        if is_stale(status):
+            status["stale"] = True
+        return status
+
+    def stored_status(self) -> dict[str, Any]:
+        """``status.json`` as written, without the ``stale`` field :meth:`status` derives."""
         path = self._path / STATUS_FILE
         try:
             status = read_json(path, "status")
@@ -129,6 +141,11 @@ class Run:
             ) from None
         if not isinstance(status, dict) or "status" not in status:
             raise RunError(f"the status file {path} does not hold a run status.")
+        if status["status"] not in _STATUSES:
+            raise RunError(
+                f"the status file {path} holds the unknown status {status['status']!r} (one of "
+                f"{', '.join(sorted(_STATUSES))} was expected); it was changed outside finetuner."
+            )
         return status
 
     def _status_value(self) -> str:
@@ -191,10 +208,15 @@ class Run:
         """``{"before": {...}, "after": {...}}``: the last record of each of those stages.
         A stage with no record yet is left out. A dict, shown in a notebook as a table."""
         result: dict[str, dict[str, float]] = {}
-        for record in self.metric_history():
-            stage = record.get("stage")
+        for number, record in enumerate(self.metric_history(), start=1):
+            stage, values = record.get("stage"), record.get("metrics") or {}
             if stage in EXAMPLE_STAGES:
-                result[stage] = dict(record.get("metrics") or {})
+                if not isinstance(values, dict):
+                    raise RunError(
+                        f"record {number} of {self.metrics_path} has metrics that are not an "
+                        "object; the file was changed outside finetuner."
+                    )
+                result[stage] = dict(values)
         return MetricsTable({stage: result[stage] for stage in EXAMPLE_STAGES if stage in result})
 
     def display_metrics(self) -> None:

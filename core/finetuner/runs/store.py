@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, reported_write
 from ..errors import ConfigError, RunError, RunNotFoundError, close_matches_hint
 from .experiments import Experiment, ensure_experiment, experiments_in, find_run, get_experiment
 from .folders import remove_run, runs_in, runs_with_status
@@ -73,14 +73,16 @@ def create_run(
     if not isinstance(config, Mapping):
         raise ConfigError(f"a run's config must be a mapping, not {type(config).__name__}.")
     experiment = ensure_experiment(experiment_name or DEFAULT_EXPERIMENT, runs_dir=runs_dir)
-    path = _new_run_folder(experiment, run_name)
+    with reported_write("create the run folder in", experiment.path):
+        path = _new_run_folder(experiment, run_name)
     try:
         recorded = dict(config)
         if "run_name" in recorded:
             recorded["run_name"] = path.name
         if "experiment_name" in recorded:
             recorded["experiment_name"] = experiment.name
-        atomic_write_json(path / CONFIG_FILE, recorded)
+        with reported_write("write the config file", path / CONFIG_FILE):
+            atomic_write_json(path / CONFIG_FILE, recorded)
         now = utc_now()
         status = {
             "status": RunStatus.CREATED.value,
@@ -93,7 +95,8 @@ def create_run(
             "plugin": None,
             "hook": None,
         }
-        atomic_write_json(path / STATUS_FILE, status)
+        with reported_write("write the status file", path / STATUS_FILE):
+            atomic_write_json(path / STATUS_FILE, status)
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise

@@ -16,13 +16,15 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json, atomic_write_text, dump_yaml
+from .._io import atomic_write_json, atomic_write_text, dump_yaml, reported_write
 from ..errors import RunError
 from .layout import (
     EXAMPLE_STAGES,
     EXAMPLES_FILE,
+    FINGERPRINT_FILE,
     METRIC_STAGES,
     QUERIES_FILE,
     SOURCE_FILE,
@@ -70,7 +72,7 @@ class RunWriter:
                 f"unknown run status {status!r}; use one of "
                 f"{', '.join(s.value for s in RunStatus)}."
             ) from None
-        content = self._run.status()
+        content = self._run.stored_status()
         now = utc_now()
         content["status"] = state.value
         content["updated_at"] = now
@@ -90,7 +92,7 @@ class RunWriter:
         elif state in (RunStatus.FINISHED, RunStatus.FAILED):
             content["finished_at"] = now
         content.update(fields)
-        atomic_write_json(self._run.path / STATUS_FILE, content)
+        _write_json(self._run.path / STATUS_FILE, content, "status")
         return content
 
     def append_metrics(
@@ -119,11 +121,7 @@ class RunWriter:
         }
         if skipped:
             record["skipped"] = {str(key): int(value) for key, value in skipped.items()}
-        line = json.dumps(record) + "\n"
-        with open(self._run.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append(self._run.metrics_path, json.dumps(record) + "\n", "metrics")
         return record
 
     def keep_metrics_through(self, epoch: int, step: int | None = None) -> None:
@@ -150,7 +148,8 @@ class RunWriter:
         keep = [r for r in history if kept(r)]
         if len(keep) != len(history):
             text = "".join(json.dumps(r) + "\n" for r in keep)
-            atomic_write_text(self._run.metrics_path, text)
+            with reported_write("write the metrics file", self._run.metrics_path):
+                atomic_write_text(self._run.metrics_path, text)
 
     def record_step(self, record: Mapping[str, Any]) -> None:
         """Add one optimizer step's record to ``steps.jsonl`` (written in blocks)."""
@@ -167,10 +166,7 @@ class RunWriter:
         if not self._steps:
             return
         text, self._steps = "".join(self._steps), []
-        with open(self._run.steps_path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append(self._run.steps_path, text, "steps")
 
     def keep_steps_through(self, step: int) -> None:
         """Forget the step records after optimizer step *step* (a resumed run makes them
@@ -179,7 +175,8 @@ class RunWriter:
         history = self._run.step_history()
         keep = [r for r in history if int(r.get("step", 0)) <= step]
         if len(keep) != len(history):
-            atomic_write_text(self._run.steps_path, "".join(json.dumps(r) + "\n" for r in keep))
+            with reported_write("write the steps file", self._run.steps_path):
+                atomic_write_text(self._run.steps_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write_examples(self, examples: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace ``examples.json`` atomically with ``{stage: {query: [match, ...]}}``."""
@@ -193,7 +190,7 @@ class RunWriter:
             content[str(stage)] = {
                 str(query): [str(match) for match in matches] for query, matches in queries.items()
             }
-        atomic_write_json(self._run.path / EXAMPLES_FILE, content)
+        _write_json(self._run.path / EXAMPLES_FILE, content, "examples")
 
     def record_examples(self, stage: str, examples: Mapping[str, Any]) -> None:
         """Set the example results of *stage* (``{query: [match, ...]}``), keeping the other
@@ -223,12 +220,18 @@ class RunWriter:
             "metric": str(metric),
             "queries": [_query_record(q, self.MAX_RESULTS) for q in queries[: self.MAX_QUERIES]],
         }
-        atomic_write_json(self._run.path / QUERIES_FILE, current)
+        _write_json(self._run.path / QUERIES_FILE, current, "per-query results")
+
+    def write_data_fingerprint(self, fingerprints: Mapping[str, Any]) -> None:
+        """Record the data's fingerprints (``data-fingerprint.json``) for resume to compare."""
+        _write_json(self._run.path / FINGERPRINT_FILE, dict(fingerprints), "data fingerprint")
 
     def write_source(self, options: Mapping[str, Any]) -> None:
         """Write the config file's *options* as ``source.yml``, atomically, so that
         ``finetuner resume`` can rebuild the fit from them."""
-        atomic_write_text(self._run.path / SOURCE_FILE, dump_yaml(options))
+        path = self._run.path / SOURCE_FILE
+        with reported_write("write the source file", path):
+            atomic_write_text(path, dump_yaml(options))
 
 
 class SilentRunWriter(RunWriter):
@@ -266,6 +269,23 @@ class SilentRunWriter(RunWriter):
 
     def write_source(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+    def write_data_fingerprint(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _write_json(path: Path, content: Any, what: str) -> None:
+    with reported_write(f"write the {what} file", path):
+        atomic_write_json(path, content)
+
+
+def _append(path: Path, text: str, what: str) -> None:
+    """Append whole lines to *path*, flushed and synced."""
+    with reported_write(f"append to the {what} file", path):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def _query_record(query: Mapping[str, Any], max_results: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ goes into it from the fit.
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,16 +17,28 @@ from typing import Any
 
 import torch
 
+from .._io import atomic_open, reported_write
 from .._version import __version__
 from ..data import KINDS
+from ..errors import RunError
 from ..models.artifact import write_artifact
 from ..models.card import CardFacts
 from ..models.onnx import export_onnx
 from ..plugins import Registered
 from ..runs import Run
+from ..runs.checkpoints import list_checkpoints
 from .setup import FitSetup
 
-__all__ = ["artifact_metadata", "card_facts", "export_onnx_models", "write_fit_artifact"]
+__all__ = [
+    "artifact_metadata",
+    "card_facts",
+    "export_onnx_models",
+    "keep_weights",
+    "write_fit_artifact",
+]
+
+FALLBACK_DIR = "weights-fallback"
+"""Where the trained weights go when the artifact cannot be written."""
 
 
 def export_onnx_models(setup: FitSetup, log: Any) -> dict[str, bytes]:
@@ -92,17 +105,49 @@ def write_fit_artifact(
     log: Any,
     epochs_completed: int | None = None,
 ) -> Path:
-    """Write the run's artifact folder, atomically, and return it."""
+    """Write the run's artifact folder, atomically, and return it. When it cannot be written
+    (a full disk), the RunError says so and where the trained weights were kept instead
+    (:func:`keep_weights`)."""
     models = setup.models
-    return write_artifact(
-        run.artifact_dir,
-        models=models.modules,
-        model_metadata=models.metadata,
-        preprocessor_files={n: p.files() for n, p in models.preprocessors.items()},
-        onnx=export_onnx_models(setup, log) if setup.config.to_onnx else None,
-        config=dict(config),
-        metadata=artifact_metadata(run, setup.device, duration, registered),
-        metrics=dict(metrics),
-        examples=run.example_results(),
-        card=card_facts(setup, epochs_completed),
-    )
+    try:
+        with reported_write("write the artifact", run.artifact_dir):
+            return write_artifact(
+                run.artifact_dir,
+                models=models.modules,
+                model_metadata=models.metadata,
+                preprocessor_files={n: p.files() for n, p in models.preprocessors.items()},
+                onnx=export_onnx_models(setup, log) if setup.config.to_onnx else None,
+                config=dict(config),
+                metadata=artifact_metadata(run, setup.device, duration, registered),
+                metrics=dict(metrics),
+                examples=run.example_results(),
+                card=card_facts(setup, epochs_completed),
+            )
+    except RunError as exc:
+        raise RunError(f"{exc} {keep_weights(setup, run)}") from exc
+
+
+def keep_weights(setup: FitSetup, run: Run) -> str:
+    """Save the trained weights where they still fit, when the artifact could not be written:
+    ``weights-fallback/`` in the run folder, else beside it; failing both, point to the last
+    checkpoint. Returns the sentence that says where they are."""
+    modules = setup.models.modules
+    for folder in (run.path / FALLBACK_DIR, run.path.with_name(f"{run.name}.{FALLBACK_DIR}")):
+        try:
+            for name, module in modules.items():
+                with atomic_open(folder / f"{name}.pt") as handle:
+                    torch.save(module.state_dict(), handle)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        return (
+            f"The trained weights are kept in {folder} (one <model>.pt each; load with "
+            "torch.load(path, weights_only=True) and module.load_state_dict)."
+        )
+    checkpoints = list_checkpoints(run.checkpoint_dir)
+    if checkpoints:
+        return (
+            f"The weights could not be saved anywhere; the last checkpoint, {checkpoints[-1].path}, "
+            f"holds those of epoch {checkpoints[-1].epoch}: free space and resume the run."
+        )
+    return "The trained weights could not be saved anywhere, and the run has no checkpoint."

@@ -11,6 +11,7 @@ tells the plugins through ``finetuner_on_exception``.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ __all__ = [
     "Failure",
     "Phase",
     "PhaseTracker",
+    "as_terminated",
     "describe_failure",
     "format_reason",
     "record_failure",
@@ -114,6 +116,10 @@ class Blame:
     phase: str | None = None
 
 
+_signalled = threading.Event()
+"""Set once SIGTERM arrived inside :func:`terminate_on_sigterm`."""
+
+
 @contextmanager
 def terminate_on_sigterm() -> Iterator[None]:
     """A block in which SIGTERM (``kill``, a launcher tearing the job down) raises
@@ -123,11 +129,13 @@ def terminate_on_sigterm() -> Iterator[None]:
         yield
         return
     raised = False
+    _signalled.clear()
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal raised
         if not raised:  # a second signal must not interrupt the recording of the first
             raised = True
+            _signalled.set()
             raise Terminated("terminated (SIGTERM)")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -135,6 +143,14 @@ def terminate_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def as_terminated(exc: BaseException) -> BaseException:
+    """*exc*, or a :class:`~finetuner.errors.Terminated` when SIGTERM caused it: a library
+    that catches the signal's exception midway (torch's file writer does) raises its own."""
+    if _signalled.is_set() and not isinstance(exc, Terminated):
+        return Terminated("terminated (SIGTERM)")
+    return exc
 
 
 def record_failure(
@@ -165,8 +181,12 @@ def record_failure(
         phase_name = blame.phase or phase_name
     try:
         writer.set_status(RunStatus.FAILED, **fields, phase=phase_name)
-    except Exception:  # the run folder may be gone; the caller still gets the error
-        pass
+    except Exception as status_exc:  # a full disk, a folder gone: the caller still gets exc
+        print(
+            f"warning: run '{writer.run.name}' could not be marked FAILED ({status_exc}); "
+            "its status.json is out of date.",
+            file=sys.stderr,
+        )
     try:
         log.error("run failed", **fields, phase=phase_name)
     except Exception:

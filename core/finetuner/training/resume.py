@@ -8,6 +8,7 @@ exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,9 @@ from ..errors import ConfigError, RunError, RunInProgressError
 from ..plugins import Registered
 from ..runs import Run, RunStatus, get_run
 from ..runs.checkpoints import list_checkpoints, load_checkpoint
-from ..runs.layout import STATUS_FILE
+from ..runs.jsonfiles import read_json
+from ..runs.layout import FINGERPRINT_FILE, STATUS_FILE
+from ..runs.lock import RunLock, lock_run
 from ..runs.processes import live_pid
 from .epoch_loop import EpochProgress
 from .precision import StepPrecision
@@ -32,7 +35,9 @@ from .step import TrainingStep
 __all__ = [
     "capture_state",
     "check_resumable_config",
+    "check_resumable_data",
     "choose_seed",
+    "claim_resumed_run",
     "find_resumed_run",
     "load_resume_state",
     "rank_state",
@@ -41,18 +46,19 @@ __all__ = [
 ]
 
 
-def find_resumed_run(resume: Any, config: FitConfig) -> Run:
-    """The run *resume* names (a name, a :class:`Run` or a run folder), if it can resume."""
+def _named_run(resume: Any, config: FitConfig) -> Run:
     if isinstance(resume, Run):
-        run = resume
-    elif isinstance(resume, (str, Path)) and (Path(resume) / STATUS_FILE).is_file():
-        run = Run(Path(resume))
-    elif isinstance(resume, str):
-        run = get_run(resume, experiment_name=config.experiment_name, runs_dir=config.runs_dir)
-    else:
-        raise ConfigError(
-            f"resume must be a run name, a Run or a run folder, not {type(resume).__name__}."
-        )
+        return resume
+    if isinstance(resume, (str, Path)) and (Path(resume) / STATUS_FILE).is_file():
+        return Run(Path(resume))
+    if isinstance(resume, str):
+        return get_run(resume, experiment_name=config.experiment_name, runs_dir=config.runs_dir)
+    raise ConfigError(
+        f"resume must be a run name, a Run or a run folder, not {type(resume).__name__}."
+    )
+
+
+def _check_resumable(run: Run) -> None:
     status = run.status()
     if status["status"] == RunStatus.FINISHED.value:
         raise RunError(
@@ -67,7 +73,27 @@ def find_resumed_run(resume: Any, config: FitConfig) -> Run:
             f"run '{run.name}' has no checkpoint to resume from ({run.checkpoint_dir}); runs are "
             "resumable when fit with the TrainingCheckpoint callback."
         )
+
+
+def find_resumed_run(resume: Any, config: FitConfig) -> Run:
+    """The run *resume* names (a name, a :class:`Run` or a run folder), if it can resume."""
+    run = _named_run(resume, config)
+    _check_resumable(run)
     return run
+
+
+def claim_resumed_run(resume: Any, config: FitConfig) -> tuple[Run, RunLock]:
+    """:func:`find_resumed_run`, holding the run's lock: a second resume of the run, while
+    this one trains it, gets a RunInProgressError. The checks run once the lock is held, so
+    two resumes that start together cannot both pass them."""
+    run = _named_run(resume, config)
+    lock = lock_run(run)
+    try:
+        _check_resumable(run)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
 
 
 def choose_seed(config: FitConfig, resumed: Run | None) -> int:
@@ -90,6 +116,7 @@ def check_resumable_config(
     run: Run, recorded: Mapping[str, Any], current: Mapping[str, Any]
 ) -> None:
     """The options that must match (:func:`~finetuner.config.resume_checked_options`) do."""
+    current = json.loads(json.dumps(dict(current), default=str))  # as the run recorded it
     changed = [
         f"{key}: {recorded.get(key)!r} -> {current.get(key)!r}"
         for key in resume_checked_options()
@@ -100,6 +127,34 @@ def check_resumable_config(
             f"cannot resume run '{run.name}' with different options ({'; '.join(changed)}); "
             "resume with the options it started with."
         )
+
+
+def check_resumable_data(run: Run, current: Mapping[str, Any]) -> None:
+    """The data's fingerprints (:func:`~finetuner.data.fingerprint.fingerprint`) are those the
+    run recorded when it started; a run that recorded none (an older one) is not checked."""
+    path = run.path / FINGERPRINT_FILE
+    try:
+        recorded = read_json(path, "data fingerprint")
+    except FileNotFoundError:
+        return
+    if not isinstance(recorded, dict):
+        raise RunError(f"the data fingerprint file {path} does not hold a JSON object.")
+    changed = [
+        f"{key}: {_described(recorded.get(key))} -> {_described(current.get(key))}"
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key) != current.get(key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume run '{run.name}' with different data ({'; '.join(changed)}); "
+            f"resume with the data it started with (recorded in {path})."
+        )
+
+
+def _described(fingerprint: Any) -> str:
+    if not isinstance(fingerprint, Mapping):
+        return "none"
+    return f"{fingerprint.get('rows')} rows, hash {str(fingerprint.get('blake2b'))[:12]}"
 
 
 def _processes(count: int) -> str:

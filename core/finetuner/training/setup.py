@@ -94,6 +94,17 @@ class FitSetup:
             seed=0,
         )
 
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The fingerprints of the training and validation data, as loaded (what a resumed
+        run checks its data against)."""
+        from ..data.fingerprint import fingerprint
+
+        evaluation = self.eval_data
+        return {
+            "train_data": fingerprint(self.train_data),
+            "validation": None if evaluation is None else fingerprint(evaluation),
+        }
+
     def recorded_config(self) -> dict[str, Any]:
         """The run's config record: the options, with the values this set-up resolved."""
         config = self.config

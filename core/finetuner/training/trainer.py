@@ -19,11 +19,13 @@ from ..errors import DistributedError
 from ..events import LogRecorded, frozen_mapping
 from ..plugins import FinetunerPluginManager, Registered, build_plugin_manager
 from ..runs import Run, RunStatus, create_run
+from ..runs.lock import RunLock, lock_run
 from ..runs.log import RunLog
 from ..runs.writer import RunWriter, SilentRunWriter
 from .failure import (
     Phase,
     PhaseTracker,
+    as_terminated,
     describe_failure,
     record_failure,
     terminate_on_sigterm,
@@ -32,8 +34,9 @@ from .fit_loop import FitLoop
 from .ranks import record_rank_failure
 from .resume import (
     check_resumable_config,
+    check_resumable_data,
     choose_seed,
-    find_resumed_run,
+    claim_resumed_run,
     load_resume_state,
     rank_state,
 )
@@ -53,13 +56,24 @@ class Trainer:
         self.source = source
         # Under torchrun: join the ranks; rank 0 finds the run and the seed, for all of them.
         self.dist = distributed.start(config.backend, resolve_device(config.device))
+        self._lock: RunLock | None = None  # rank 0's hold on the run, for the whole fit
         self.resumed: Run | None = (
-            distributed.run_on_main(lambda: find_resumed_run(resume, config))
-            if resume is not None
-            else None
+            distributed.run_on_main(lambda: self._claim(resume)) if resume is not None else None
         )
-        seed = distributed.run_on_main(lambda: choose_seed(config, self.resumed))
-        self.setup: FitSetup = build_setup(config, seed=seed, dist=self.dist)
+        try:
+            seed = distributed.run_on_main(lambda: choose_seed(config, self.resumed))
+            self.setup: FitSetup = build_setup(config, seed=seed, dist=self.dist)
+        except BaseException:
+            self._release()
+            raise
+
+    def _claim(self, resume: Any) -> Run:
+        run, self._lock = claim_resumed_run(resume, self.config)
+        return run
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def _open_run(self) -> tuple[Run, dict[str, Any]]:
         """The resumed run, or a new one (created by rank 0, shared with the other ranks); and
@@ -67,9 +81,11 @@ class Trainer:
         config = self.setup.recorded_config()
 
         def open_on_main() -> tuple[str, str, str]:
+            fingerprints = self.setup.data_fingerprint()
             if self.resumed is not None:
                 run = self.resumed
                 check_resumable_config(run, run.config, config)
+                check_resumable_data(run, fingerprints)
             else:
                 cfg = self.config
                 run = create_run(
@@ -78,6 +94,8 @@ class Trainer:
                     experiment_name=cfg.experiment_name,
                     runs_dir=cfg.runs_dir,
                 )
+                self._lock = lock_run(run)
+                RunWriter(run).write_data_fingerprint(fingerprints)
             return str(run.path), run.name, run.experiment_name
 
         path, name, experiment = distributed.run_on_main(open_on_main)
@@ -97,8 +115,11 @@ class Trainer:
         """Train, write the artifact, and return the finished run; on any error (SIGTERM
         included) the run is marked ``FAILED`` (with the reason, plugin, hook and phase, and in
         a distributed fit the rank that failed) and the error re-raised."""
-        with terminate_on_sigterm():
-            return self._run()
+        try:
+            with terminate_on_sigterm():
+                return self._run()
+        finally:
+            self._release()
 
     def _run(self) -> Run:
         run, config = self._open_run()
@@ -136,29 +157,39 @@ class Trainer:
                 runlog.set_listener(_LogForwarder(pm, loop.ctx))
                 self._log_start(log, run, registered, skipped, state)
             loop.run(started)
-        except BaseException as exc:
-            ctx = loop.ctx if loop is not None else None
-            failure = describe_failure(exc, phases.current, pm)
-            blame = record_rank_failure(exc, failure, self.dist, run)
-            record_failure(
-                exc,
-                phases.current,
-                writer=writer,
-                log=log,
-                plugin_manager=pm,
-                ctx=ctx,
-                blame=blame,
-            )
-            if blame is not None and blame.rank != self.dist.rank:
-                raise DistributedError(
-                    f"rank {blame.rank} failed: {blame.reason}", rank=blame.rank
-                ) from exc
-            raise
+        except BaseException as raised:
+            exc = self._failed(raised, run, phases.current, writer, log, pm, loop)
+            if exc is raised:
+                raise
+            raise exc from raised
         finally:
             runlog.close()
             if loop is not None:
                 loop.step.release()
         return run
+
+    def _failed(
+        self,
+        raised: BaseException,
+        run: Run,
+        phase: Phase,
+        writer: RunWriter,
+        log: Any,
+        pm: FinetunerPluginManager | None,
+        loop: FitLoop | None,
+    ) -> BaseException:
+        """Record the failure of the fit; returns the exception to raise (SIGTERM's
+        :class:`Terminated` where a library replaced it, or the rank that failed first)."""
+        exc = as_terminated(raised)
+        ctx = loop.ctx if loop is not None else None
+        failure = describe_failure(exc, phase, pm)
+        blame = record_rank_failure(exc, failure, self.dist, run)
+        record_failure(exc, phase, writer=writer, log=log, plugin_manager=pm, ctx=ctx, blame=blame)
+        if blame is not None and blame.rank != self.dist.rank:
+            error = DistributedError(f"rank {blame.rank} failed: {blame.reason}", rank=blame.rank)
+            error.__cause__ = exc
+            return error
+        return exc
 
     def _log_start(
         self,
