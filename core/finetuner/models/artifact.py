@@ -45,6 +45,7 @@ __all__ = [
     "ModelRecord",
     "artifact_size",
     "dump_yaml",
+    "load_artifact_config",
     "load_model_records",
     "load_record_weights",
     "load_weights",
@@ -189,6 +190,15 @@ def load_model_records(
     meta_file = files.get(f"{root}metadata.yml")
     metadata = yaml.safe_load(io.BytesIO(meta_file)) if meta_file else {}
     return records, metadata or {}
+
+
+def load_artifact_config(artifact: str | os.PathLike[str]) -> dict[str, Any]:
+    """The resolved fit config (``config.yml``) of an artifact folder or zip; ``{}`` without."""
+    files = _artifact_files(Path(artifact))
+    found = sorted((k for k in files if k.rpartition("/")[2] == "config.yml"), key=len)
+    if not found or found[0].count("/") > 1:
+        return {}
+    return yaml.safe_load(io.BytesIO(files[found[0]])) or {}
 
 
 def _wanted(name: str) -> bool:
