@@ -30,7 +30,7 @@ import torch
 from ..._io import atomic_write_json, atomic_write_text
 from .folder import export_info, save_pretrained
 from .source import ExportSource, TextParts, refuse
-from .tokenizer import write_tokenizer
+from .tokenizer import text_input_names, write_tokenizer
 
 __all__ = ["write_sentence_transformers"]
 
@@ -62,7 +62,7 @@ def write_sentence_transformers(source: ExportSource, folder: Path) -> dict[str,
         raise refuse(TARGET, source.name, "the artifact holds no tokenizer.json", fits=("onnx",))
     max_length = int(source.options["max_length"])
     save_pretrained(parts.transformer, folder)
-    write_tokenizer(folder, tokenizer_json, max_length)
+    write_tokenizer(folder, tokenizer_json, max_length, text_input_names(parts.transformer))
     atomic_write_json(
         folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False}
     )

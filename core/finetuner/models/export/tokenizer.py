@@ -8,13 +8,15 @@ loaded tokenizer makes the same ids as finetuner's preprocessor.
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..._io import atomic_write_json, atomic_write_text
 
-__all__ = ["tokenizer_settings", "write_tokenizer"]
+__all__ = ["text_input_names", "tokenizer_settings", "write_tokenizer"]
 
 # Special tokens of the tokenizers finetuner's backbones use, by the role transformers names.
 _ROLES = {
@@ -27,9 +29,12 @@ _ROLES = {
 }
 
 
-def tokenizer_settings(tokenizer_json: str, max_length: int) -> dict[str, Any]:
+def tokenizer_settings(
+    tokenizer_json: str, max_length: int, input_names: Sequence[str]
+) -> dict[str, Any]:
     """The ``tokenizer_config.json`` of *tokenizer_json*: the fast tokenizer class, its special
-    tokens by role, and *max_length* as ``model_max_length``."""
+    tokens by role, *max_length* as ``model_max_length``, and the *input_names* the model takes
+    (``token_type_ids`` only where it takes them)."""
     description = json.loads(tokenizer_json)
     special = {
         token.get("content")
@@ -42,6 +47,7 @@ def tokenizer_settings(tokenizer_json: str, max_length: int) -> dict[str, Any]:
         "padding_side": "right",
         "truncation_side": "right",
         "clean_up_tokenization_spaces": False,
+        "model_input_names": list(input_names),
     }
     for role, candidates in _ROLES.items():
         token = next((c for c in candidates if c in special), None)
@@ -66,7 +72,17 @@ def _pad_token(description: dict[str, Any], special: set[str | None]) -> str:
     return "[PAD]"
 
 
-def write_tokenizer(folder: Path, tokenizer_json: str, max_length: int) -> None:
+def text_input_names(model: Any) -> list[str]:
+    """The tokenizer outputs a transformers text *model* takes: ``input_ids``,
+    ``attention_mask``, and ``token_type_ids`` where its ``forward`` has them."""
+    takes = set(inspect.signature(model.forward).parameters)
+    return [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in takes]
+
+
+def write_tokenizer(
+    folder: Path, tokenizer_json: str, max_length: int, input_names: Sequence[str]
+) -> None:
     """``tokenizer.json`` and ``tokenizer_config.json`` of the model, into *folder*."""
     atomic_write_text(folder / "tokenizer.json", tokenizer_json)
-    atomic_write_json(folder / "tokenizer_config.json", tokenizer_settings(tokenizer_json, max_length))
+    settings = tokenizer_settings(tokenizer_json, max_length, input_names)
+    atomic_write_json(folder / "tokenizer_config.json", settings)
