@@ -26,9 +26,16 @@ EXPORT_INFO = "finetuner_export.json"
 @contextlib.contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
     """A fresh temporary folder beside *target*, renamed to *target* when the block succeeds
-    (replacing an older export whole) and removed when it fails."""
+    (replacing an older export whole) and removed when it fails. A *target* holding anything
+    but an earlier export is refused, never replaced."""
     if target.exists() and not target.is_dir():
         raise ConfigError(f"cannot export into '{target}': it is a file; give a folder path.")
+    if target.is_dir() and any(target.iterdir()) and not (target / EXPORT_INFO).is_file():
+        raise ConfigError(
+            f"cannot export into '{target}': the folder holds files that are not an earlier "
+            "export (it has no finetuner_export.json), and an export replaces its folder "
+            "whole. Give a new or empty folder."
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     if tmp.exists():

@@ -27,9 +27,9 @@ def refuse(target: str, model: str, what: str, *, fits: tuple[str, ...] = ()) ->
     (*fits*; default: every other format)."""
     others = fits or tuple(f for f in FORMATS if f != target)
     return ConfigError(
-        f"the {target} format cannot represent model '{model}': {what}. Export it with "
-        + " or ".join(f"--to {f}" for f in others)
-        + " (format= of run.save_artifact) instead."
+        f"the {target} format cannot represent model '{model}': {what}. Export it as "
+        + " or ".join(others)
+        + " instead (--to FORMAT on the command line, format= of run.save_artifact)."
     )
 
 
