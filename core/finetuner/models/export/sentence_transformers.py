@@ -47,12 +47,13 @@ _TYPES = {
 def write_sentence_transformers(source: ExportSource, folder: Path) -> dict[str, Any]:
     """Write *source* as a sentence-transformers model into the empty *folder*; returns what
     ``finetuner_export.json`` says of it."""
-    if source.modality != "text":
+    if source.tower is not None:
         raise refuse(
             TARGET,
             source.name,
-            f"{source.kind()} embeds {source.modality}s; this export writes text models",
-            fits=("transformers", "onnx") if source.tower else ("onnx",),
+            f"{source.kind()} is one tower of a two-tower model; this export writes "
+            "single-tower text encoders",
+            fits=("transformers", "onnx"),
         )
     parts = source.text_parts(TARGET)
     if parts.pooling not in _POOLING_MODES:

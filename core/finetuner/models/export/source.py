@@ -111,7 +111,12 @@ class ExportSource:
 
         head = self.module
         if not (isinstance(head, EmbeddingHead) and isinstance(head.body, TextEncoder)):
-            raise refuse(target, self.name, f"{self.kind()} is not a transformer text encoder")
+            raise refuse(
+                target,
+                self.name,
+                f"{self.kind()} is not a transformer text encoder",
+                fits=("onnx",),
+            )
         pooling = head.body.pooling.mode
         return TextParts(
             transformer=head.body.transformer,
