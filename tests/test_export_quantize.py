@@ -58,7 +58,9 @@ def _recomputed(model, texts, labels, limit):
 
 
 def test_the_int8_report_holds_the_metrics_and_speed_of_both_models(evaluated_run, tmp_path):
-    folder = export_artifact(evaluated_run.artifact_path, tmp_path / "onnx", to="onnx", quantize="int8")
+    folder = export_artifact(
+        evaluated_run.artifact_path, tmp_path / "onnx", to="onnx", quantize="int8"
+    )
     report = json.loads((folder / "export_report.json").read_text())
     assert report["evaluation_data"].startswith("the run's EvaluationCallback query_data")
     assert (report["num_queries"], report["limit"]) == (12, 5)
@@ -88,7 +90,11 @@ def test_given_evaluation_data_replaces_the_runs(evaluated_run, tmp_path):
     rows = [(t, label) for label, texts in TOPICS.items() for t in texts[:3]]
     csv = _csv(tmp_path / "held-out.csv", rows)
     folder = export_artifact(
-        evaluated_run.artifact_path, tmp_path / "onnx", to="onnx", quantize="int8", eval_data=str(csv)
+        evaluated_run.artifact_path,
+        tmp_path / "onnx",
+        to="onnx",
+        quantize="int8",
+        eval_data=str(csv),
     )
     report = json.loads((folder / "export_report.json").read_text())
     assert report["evaluation_data"] == f"eval_data {csv}"

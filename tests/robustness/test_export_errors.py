@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 import finetuner
-
 from robustness.cli import assert_one_clear_error
 
 pytest.importorskip("transformers")
@@ -28,7 +27,15 @@ def test_a_format_that_cannot_hold_the_model(capsys, mlp_artifact, tmp_path):
 
 
 def test_quantizing_what_is_not_onnx(capsys, mlp_artifact, tmp_path):
-    argv = ["export", mlp_artifact, str(tmp_path / "x"), "--to", "transformers", "--quantize", "int8"]
+    argv = [
+        "export",
+        mlp_artifact,
+        str(tmp_path / "x"),
+        "--to",
+        "transformers",
+        "--quantize",
+        "int8",
+    ]
     assert_one_clear_error(capsys, argv, names=r"applies to the ONNX export")
 
 
@@ -39,7 +46,15 @@ def test_a_folder_that_holds_other_files(capsys, mlp_artifact, tmp_path):
 
 
 def test_an_unknown_run(capsys, tmp_path):
-    argv = ["export", "no-such-run", str(tmp_path / "x"), "--to", "onnx", "--runs-dir", str(tmp_path)]
+    argv = [
+        "export",
+        "no-such-run",
+        str(tmp_path / "x"),
+        "--to",
+        "onnx",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     assert_one_clear_error(capsys, argv, names=r"no-such-run")
 
 

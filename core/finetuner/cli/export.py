@@ -20,7 +20,9 @@ def _artifact(args: argparse.Namespace) -> Path:
         return path
     from ..runs import get_run
 
-    return get_run(args.source, experiment_name=args.experiment, runs_dir=args.runs_dir).artifact_path
+    return get_run(
+        args.source, experiment_name=args.experiment, runs_dir=args.runs_dir
+    ).artifact_path
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -70,7 +72,9 @@ _OPTIONS: dict[tuple[str, ...], dict[str, Any]] = {
         "query_data)",
     },
     ("--experiment",): {"help": "the run's experiment (default: any that has a run of that name)"},
-    ("--runs-dir",): {"help": "run store folder (default: $FINETUNER_RUNS_DIR or ./finetuner-runs)"},
+    ("--runs-dir",): {
+        "help": "run store folder (default: $FINETUNER_RUNS_DIR or ./finetuner-runs)"
+    },
 }
 
 

@@ -160,7 +160,7 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("evaluation_data") is None:
         return "\n".join([*lines, f"no int8 check: {report['reason']}."])
     metrics = report.get("metrics") or {}
-    for key in (metrics.get("float32") or {}):
+    for key in metrics.get("float32") or {}:
         lines.append(f"{key:22}{metrics['float32'][key]:>12.4f}{metrics['int8'][key]:>12.4f}")
     speed = report["encode"]
     lines.append(

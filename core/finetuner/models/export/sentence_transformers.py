@@ -110,12 +110,14 @@ def _dense_weights(
 ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """The weight and bias of the ``Dense`` module: the projection head cut to *truncate_dim*
     rows, or an identity selection of the leading components; ``None`` when neither is there."""
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
     if parts.projection is not None:
         weight = parts.projection.weight.detach()
-        bias = parts.projection.bias
-        bias = None if bias is None else bias.detach()
+        if parts.projection.bias is not None:
+            bias = parts.projection.bias.detach()
     elif truncate_dim is not None:
-        weight, bias = torch.eye(parts.hidden_size), None
+        weight = torch.eye(parts.hidden_size)
     else:
         return None
     if truncate_dim is not None:
@@ -182,12 +184,15 @@ def _card(source: ExportSource, details: dict[str, Any]) -> str:
             "---",
             f"# {source.name}",
             "",
-            f"Exported by finetuner from the artifact `{source.artifact.name}` "
-            f"({source.kind()}).",
+            f"Exported by finetuner from the artifact `{source.artifact.name}` ({source.kind()}).",
             "",
             f"- modules: {' -> '.join(details['modules'])} ({details['pooling']} pooling)",
             f"- embedding size: {source.truncate_dim or source.output_dim}"
-            + (f" (cut to its first {source.truncate_dim} components)" if source.truncate_dim else ""),
+            + (
+                f" (cut to its first {source.truncate_dim} components)"
+                if source.truncate_dim
+                else ""
+            ),
             f"- prompts: {json.dumps(prompts) if prompts else 'none'}",
             f"- maximum length: {details['max_length']} tokens",
             "",

@@ -166,4 +166,3 @@ def load_source(
         truncate_dim=truncate_dim,
         config=load_artifact_config(artifact),
     )
-
