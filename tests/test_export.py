@@ -224,3 +224,21 @@ def test_mlp_is_refused_by_sentence_transformers_and_exported_by_onnx(tmp_path):
     folder = export_artifact(run.artifact_path, tmp_path / "onnx", to="onnx")
     ours = finetuner.encode(finetuner.get_model(run.artifact_path), x)
     assert max_diff(ours, OnnxModule((folder / "model.onnx").read_bytes())(x)) <= 1e-5
+
+
+@pytest.mark.slow
+def test_a_matryoshka_fit_records_its_sizes_in_the_export(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    run = _fit(
+        tmp_path,
+        {**tiny_text_model_options(), "output_dim": 8},
+        loss="MatryoshkaLoss",
+        loss_options={"loss": "TripletMarginLoss", "dims": [8, 4]},
+    )
+    model = finetuner.get_model(run.artifact_path)
+    folder = export_artifact(
+        run.artifact_path, tmp_path / "st", to="sentence-transformers", truncate_dim=4
+    )
+    info = json.loads((folder / "finetuner_export.json").read_text())
+    assert (info["matryoshka_dims"], info["truncate_dim"], info["embedding_size"]) == ([4, 8], 4, 4)
+    assert _check_sentence_transformers(folder, model, truncate_dim=4) <= ATOL
