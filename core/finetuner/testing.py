@@ -238,8 +238,9 @@ def tiny_clip_model_options() -> dict:
     }
 
 
-def write_colour_images(folder: Path, per_colour: int = 3) -> dict[str, list[Path]]:
-    """Small noisy squares of each of :data:`COLOURS` as PNG files in *folder*."""
+def write_colour_images(folder: Path, per_colour: int = 3, size: int = 24) -> dict[str, list[Path]]:
+    """Small noisy squares (*size* pixels a side) of each of :data:`COLOURS` as PNG files in
+    *folder*."""
     import numpy as np
     from PIL import Image
 
@@ -248,7 +249,7 @@ def write_colour_images(folder: Path, per_colour: int = 3) -> dict[str, list[Pat
     paths: dict[str, list[Path]] = {}
     for name, rgb in COLOURS.items():
         for i in range(per_colour):
-            noise = rng.integers(-25, 25, size=(24, 24, 3))
+            noise = rng.integers(-25, 25, size=(size, size, 3))
             pixels = np.clip(np.array(rgb)[None, None, :] + noise, 0, 255).astype(np.uint8)
             path = folder / f"{name}-{i}.png"
             Image.fromarray(pixels).save(path)

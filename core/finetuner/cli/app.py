@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..errors import FinetunerError, Terminated
 from .commands import add_builtin_commands, add_store_commands
+from .export import add_export_command
 from .listing import add_plugins_command
 from .mining import add_mine_command
 from .plugin_commands import add_plugin_commands
@@ -47,6 +48,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_store_commands(sub)
     add_mine_command(sub)
     add_report_command(sub)
+    add_export_command(sub)
     add_plugin_commands(sub, _invoked_command(argv or ()), builtin=set(sub.choices))
     return parser
 

@@ -51,6 +51,7 @@ __all__ = [
     "artifact_size",
     "check_declared_model",
     "dump_yaml",
+    "load_artifact_config",
     "load_model_records",
     "load_record_weights",
     "load_weights",
@@ -202,6 +203,16 @@ def load_model_records(
     records = [_model_record(path, files, f"{prefix}{name}/", name) for name in names]
     metadata = parse_metadata(files.get(f"{root}metadata.yml"), f"artifact '{path}': metadata.yml")
     return records, metadata
+
+
+def load_artifact_config(artifact: str | os.PathLike[str]) -> dict[str, Any]:
+    """The resolved fit config (``config.yml``) of an artifact folder or zip; ``{}`` without."""
+    path = Path(artifact)
+    files = read_artifact_files(path)
+    found = sorted((k for k in files if k.rpartition("/")[2] == "config.yml"), key=len)
+    if not found:
+        return {}
+    return parse_metadata(files[found[0]], f"artifact '{path}': {found[0]}")
 
 
 def _tensors(

@@ -51,7 +51,7 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 """safetensors' own bound on the JSON header."""
 
 _LAYOUT = re.compile(
-    r"(?:[^/]+/)?(?:metadata\.yml|models/[^/]+/(?:metadata\.yml|model\.safetensors|"
+    r"(?:[^/]+/)?(?:metadata\.yml|config\.yml|models/[^/]+/(?:metadata\.yml|model\.safetensors|"
     r"adapter\.safetensors|model\.onnx|preprocessor/[^/]+))"
 )
 

@@ -21,6 +21,7 @@ __all__ = [
     "EmbeddingModel",
     "build_model",
     "check_truncate_dim",
+    "choose_model",
     "cos_sim",
     "encode",
     "get_model",
@@ -128,7 +129,8 @@ class EmbeddingModel:
         )
 
 
-def _choose(names: list[str], select_model: str | None, what: str) -> str:
+def choose_model(names: list[str], select_model: str | None, what: str) -> str:
+    """The name *select_model* picks among *names* of *what*: the only one when there is one."""
     if select_model is not None:
         if select_model not in names:
             raise ConfigError(f"{what} has no model '{select_model}'; it holds {', '.join(names)}.")
@@ -182,7 +184,7 @@ def get_model(
     """
     _check_artifact_argument(artifact)
     records, _ = load_model_records(artifact)
-    chosen = _choose([r.name for r in records], select_model, "the artifact")
+    chosen = choose_model([r.name for r in records], select_model, "the artifact")
     record = next(r for r in records if r.name == chosen)
     module: torch.nn.Module
     if is_onnx:
@@ -248,7 +250,7 @@ def build_model(
     options = spec.resolve_options(model_options or {}, input_shape)
     built = spec.build(options)
     if spec.towers:
-        tower: str | None = _choose(list(spec.towers), select_model, f"model '{name}'")
+        tower: str | None = choose_model(list(spec.towers), select_model, f"model '{name}'")
         module = built[tower]  # type: ignore[index]
     else:
         if select_model is not None:

@@ -304,14 +304,37 @@ class Run:
         (``finetuner.get_model(run.artifact_id)``). Raises like :attr:`artifact_path`."""
         return str(self.artifact_path)
 
-    def save_artifact(self, directory: str | os.PathLike[str] = "artifacts/") -> Path:
-        """Zip the artifact into ``<directory>/<run name>.zip`` and return that path.
+    def save_artifact(
+        self,
+        directory: str | os.PathLike[str] = "artifacts/",
+        format: str | None = None,
+        **export_options: Any,
+    ) -> Path:
+        """Zip the artifact into ``<directory>/<run name>.zip`` and return that path; or, with
+        *format*, export its model to the folder ``<directory>/<run name>-<format>``.
 
-        Entries are stored under a top folder named after the run (``<run name>/...``). The zip
-        is written under a temporary name and renamed, so it is never seen half written.
+        Entries of the zip are stored under a top folder named after the run
+        (``<run name>/...``). The zip is written under a temporary name and renamed, so it is
+        never seen half written.
+
+        *format* is ``'sentence-transformers'``, ``'transformers'`` or ``'onnx'`` (see
+        :func:`finetuner.models.export.export_artifact`, which takes the *export_options*:
+        ``select_model``, ``truncate_dim``, ``quantize='int8'``, ``eval_data``).
         """
         source = self.artifact_path
         directory = Path(directory).expanduser()
+        if format is not None:
+            # The run reader sits below the models in the core's layers; the export is the
+            # one place it reaches up, and only when asked to (see .importlinter).
+            from ..models.export import export_artifact
+
+            target = directory / f"{self.name}-{format}"
+            return export_artifact(source, target, to=format, **export_options)
+        if export_options:
+            raise ConfigError(
+                f"save_artifact: {', '.join(sorted(export_options))} apply to an export; give "
+                "format='sentence-transformers', 'transformers' or 'onnx' with them."
+            )
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{self.name}.zip"
         with (
