@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, close_matches_hint
-from .source import FORMATS
+from .folder import staged_folder
+from .onnx_folder import write_onnx
+from .sentence_transformers import write_sentence_transformers
+from .source import FORMATS, load_source
+from .transformers import write_transformers
 
 __all__ = ["FORMATS", "QUANTIZATIONS", "export_artifact"]
 
@@ -64,22 +68,14 @@ def export_artifact(
     speed of the float32 and int8 models on the run's evaluation data, or on *eval_data*.
     """
     target_format = check_format(to, quantize)
-    from .folder import staged_folder
-    from .source import load_source
 
     source = load_source(artifact, select_model=select_model, truncate_dim=truncate_dim)
     target = Path(target).expanduser()
     with staged_folder(target) as folder:
         if target_format == "sentence-transformers":
-            from .sentence_transformers import write_sentence_transformers
-
             write_sentence_transformers(source, folder)
         elif target_format == "transformers":
-            from .transformers import write_transformers
-
             write_transformers(source, folder)
         else:
-            from .onnx_folder import write_onnx
-
             write_onnx(source, folder, quantize=quantize, eval_data=eval_data)
     return target

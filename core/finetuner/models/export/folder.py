@@ -15,6 +15,7 @@ from torch import nn
 from ..._io import atomic_write_json, replace_dir
 from ..._version import __version__
 from ...errors import ConfigError
+from ..backbones.model_folders import quiet_transformers
 from .source import ExportSource
 
 __all__ = ["EXPORT_INFO", "export_info", "save_pretrained", "staged_folder"]
@@ -74,7 +75,6 @@ def export_info(
 
 def save_pretrained(model: nn.Module, folder: Path) -> None:
     """A transformers model's ``config.json`` and ``model.safetensors``, into *folder*."""
-    from ..backbones.model_folders import quiet_transformers
 
     folder.mkdir(parents=True, exist_ok=True)
     with quiet_transformers():

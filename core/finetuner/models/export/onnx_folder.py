@@ -21,6 +21,7 @@ from ..._io import atomic_write_bytes
 from ...errors import ConfigError
 from ..onnx import INPUT_NAME, OUTPUT_NAME, OnnxModule, export_onnx
 from .folder import export_info
+from .quantize import quantize_int8, write_report
 from .source import ExportSource
 from .tokenizer import write_tokenizer
 
@@ -77,8 +78,6 @@ def write_onnx(
     else:
         details["inputs"] = [INPUT_NAME]
     if quantize is not None:
-        from .quantize import quantize_int8, write_report
-
         quantize_int8(folder / FP32_FILE, folder / INT8_FILE)
         details["files"]["int8"] = INT8_FILE
         details["report"] = write_report(source, folder, eval_data)

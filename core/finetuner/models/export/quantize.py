@@ -21,6 +21,7 @@ import numpy as np
 
 from ..._io import atomic_write_json
 from ...errors import ConfigError
+from ..inference import EmbeddingModel, encode
 from ..onnx import OnnxModule, require_onnx
 from .evaluation_data import EvaluationData, find_evaluation_data
 from .source import ExportSource
@@ -115,7 +116,6 @@ def _evaluate_embeddings() -> Any:
 
 
 def _embedding_model(source: ExportSource, file: Path) -> Any:
-    from ..inference import EmbeddingModel
 
     return EmbeddingModel(
         OnnxModule(file.read_bytes()),
@@ -129,7 +129,6 @@ def _embedding_model(source: ExportSource, file: Path) -> Any:
 def _timed_encode(model: Any, data: EvaluationData) -> tuple[Any, Any, float]:
     """The query and index vectors of *model*, and the seconds encoding both took (after a
     warm-up batch, so the session's first-run set-up is not counted)."""
-    from ..inference import encode
 
     encode(model, data.queries[:_WARM_UP_ITEMS], prompt="query")
     start = time.perf_counter()

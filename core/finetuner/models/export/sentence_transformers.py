@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..._io import atomic_write_json, atomic_write_text
+from ..._version import __version__
 from .folder import export_info, save_pretrained
 from .source import ExportSource, TextParts, refuse
 from .tokenizer import text_input_names, write_tokenizer
@@ -145,8 +146,6 @@ def _write_dense(folder: Path, weight: torch.Tensor, bias: torch.Tensor | None) 
 
 def _st_config(source: ExportSource) -> dict[str, Any]:
     import transformers
-
-    from ..._version import __version__
 
     return {
         "__version__": {

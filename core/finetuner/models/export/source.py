@@ -12,6 +12,8 @@ from torch import nn
 
 from ...errors import ConfigError
 from ..artifact import ModelRecord, load_artifact_config, load_model_records, rebuild_module
+from ..backbones.common import EmbeddingHead
+from ..backbones.text import TextEncoder
 from ..inference import check_truncate_dim, choose_model
 from ..registry import get_spec
 from ..spec import ModelSpec
@@ -106,8 +108,6 @@ class ExportSource:
 
     def text_parts(self, target: str) -> TextParts:
         """The parts of a text backbone, or the error saying *target* needs one."""
-        from ..backbones.common import EmbeddingHead
-        from ..backbones.text import TextEncoder
 
         head = self.module
         if not (isinstance(head, EmbeddingHead) and isinstance(head.body, TextEncoder)):

@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from ..._io import atomic_write_json
+from ..backbones.clip import CLIPTextTower, CLIPVisionTower
 from .folder import export_info, save_pretrained
 from .source import ExportSource, refuse
 from .tokenizer import text_input_names, write_tokenizer
@@ -34,7 +35,6 @@ TARGET = "transformers"
 def write_transformers(source: ExportSource, folder: Path) -> dict[str, Any]:
     """Write *source* as a transformers model into the empty *folder*; returns what
     ``finetuner_export.json`` says of it."""
-    from ..backbones.clip import CLIPTextTower, CLIPVisionTower
 
     if isinstance(source.module, CLIPTextTower):
         details = _clip_tower(source, folder, "text")
