@@ -201,6 +201,17 @@ def _zip_files(path: Path) -> dict[str, bytes]:
     return files
 
 
+def _holds_metadata(path: Path) -> bool:
+    """Whether the folder *path* has an artifact's ``metadata.yml``, itself or in a folder
+    right inside it (an unzipped artifact)."""
+    try:
+        return (path / "metadata.yml").is_file() or any(
+            (child / "metadata.yml").is_file() for child in path.iterdir() if child.is_dir()
+        )
+    except OSError as exc:
+        raise ArtifactError(f"cannot read the artifact folder '{path}': {exc.strerror}.") from None
+
+
 def read_artifact_files(path: Path) -> Mapping[str, bytes]:
     """The layout files of the artifact folder or zip *path*, by relative path."""
     if path.is_symlink():
@@ -211,6 +222,12 @@ def read_artifact_files(path: Path) -> Mapping[str, bytes]:
             "written by run.save_artifact()."
         )
     if path.is_dir():
+        if not _holds_metadata(path):  # before walking it: the folder could be a whole disk
+            raise ArtifactError(
+                f"'{path}' holds no artifact (expected metadata.yml in it, or in its one top "
+                "folder): pass an artifact folder (run.artifact_path) or the zip written by "
+                "run.save_artifact()."
+            )
         return _folder_files(path)
     if zipfile.is_zipfile(path):
         return _zip_files(path)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_open, regular_files
+from .._io import atomic_open, regular_files, reported_write
 from ..errors import ConfigError, RunError, RunFailedError, RunInProgressError, RunNotFoundError
 from .jsonfiles import jsonl_records, read_json
 from .layout import (
@@ -321,6 +321,11 @@ class Run:
         :func:`finetuner.models.export.export_artifact`, which takes the *export_options*:
         ``select_model``, ``truncate_dim``, ``quantize='int8'``, ``eval_data``).
         """
+        if not isinstance(directory, (str, os.PathLike)):
+            raise ConfigError(
+                f"save_artifact takes the folder to write into (a path), not "
+                f"{type(directory).__name__}: for example run.save_artifact('artifacts/')."
+            )
         source = self.artifact_path
         directory = Path(directory).expanduser()
         if format is not None:
@@ -335,14 +340,15 @@ class Run:
                 f"save_artifact: {', '.join(sorted(export_options))} apply to an export; give "
                 "format='sentence-transformers', 'transformers' or 'onnx' with them."
             )
-        directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{self.name}.zip"
-        with (
-            atomic_open(target) as handle,
-            zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
-        ):
-            for file in regular_files(source):
-                archive.write(file, f"{self.name}/{file.relative_to(source).as_posix()}")
+        with reported_write("write the artifact's zip", target):
+            directory.mkdir(parents=True, exist_ok=True)
+            with (
+                atomic_open(target) as handle,
+                zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+            ):
+                for file in regular_files(source):
+                    archive.write(file, f"{self.name}/{file.relative_to(source).as_posix()}")
         return target
 
     # ----------------------------------------------------------------- identity
