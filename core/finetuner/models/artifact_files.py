@@ -201,13 +201,15 @@ def _zip_files(path: Path) -> dict[str, bytes]:
     return files
 
 
-def _holds_metadata(path: Path) -> bool:
-    """Whether the folder *path* has an artifact's ``metadata.yml``, itself or in a folder
-    right inside it (an unzipped artifact)."""
+def _holds_layout(path: Path) -> bool:
+    """Whether the folder *path* looks like an artifact (a ``metadata.yml`` or a ``models``
+    folder), itself or in a folder right inside it (an unzipped artifact)."""
+
+    def marked(folder: Path) -> bool:
+        return (folder / "metadata.yml").is_file() or (folder / "models").is_dir()
+
     try:
-        return (path / "metadata.yml").is_file() or any(
-            (child / "metadata.yml").is_file() for child in path.iterdir() if child.is_dir()
-        )
+        return marked(path) or any(marked(child) for child in path.iterdir() if child.is_dir())
     except OSError as exc:
         raise ArtifactError(f"cannot read the artifact folder '{path}': {exc.strerror}.") from None
 
@@ -222,10 +224,10 @@ def read_artifact_files(path: Path) -> Mapping[str, bytes]:
             "written by run.save_artifact()."
         )
     if path.is_dir():
-        if not _holds_metadata(path):  # before walking it: the folder could be a whole disk
+        if not _holds_layout(path):  # before walking it: the folder could be a whole disk
             raise ArtifactError(
-                f"'{path}' holds no artifact (expected metadata.yml in it, or in its one top "
-                "folder): pass an artifact folder (run.artifact_path) or the zip written by "
+                f"'{path}' holds no artifact (expected models/<name>/metadata.yml inside): pass "
+                "an artifact folder (run.artifact_path) or the zip written by "
                 "run.save_artifact()."
             )
         return _folder_files(path)
