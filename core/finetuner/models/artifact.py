@@ -208,8 +208,9 @@ def load_model_records(
 def load_artifact_config(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """The resolved fit config (``config.yml``) of an artifact folder or zip; ``{}`` without."""
     path = Path(artifact)
-    files = read_artifact_files(path)
-    found = sorted((k for k in files if k.rpartition("/")[2] == "config.yml"), key=len)
+    # config.yml alone: the export has read the weights already, through load_model_records
+    files = read_artifact_files(path, lambda name: name.rpartition("/")[2] == "config.yml")
+    found = sorted(files, key=len)
     if not found:
         return {}
     return parse_metadata(files[found[0]], f"artifact '{path}': {found[0]}")

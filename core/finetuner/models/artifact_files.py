@@ -156,11 +156,11 @@ def _opener(file: Path) -> Callable[[], IO[bytes]]:
     return lambda: file.open("rb")
 
 
-def _folder_files(path: Path) -> dict[str, bytes]:
+def _folder_files(path: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for file in regular_files(path):
         name = file.relative_to(path).as_posix()
-        if not _LAYOUT.fullmatch(name):
+        if not _LAYOUT.fullmatch(name) or not wanted(name):
             continue
         if not file.is_file():
             raise ArtifactError(f"artifact '{path}': {name} is not a regular file; refused.")
@@ -180,7 +180,7 @@ def _check_member(info: zipfile.ZipInfo, seen: set[str], where: str) -> None:
     seen.add(name)
 
 
-def _zip_files(path: Path) -> dict[str, bytes]:
+def _zip_files(path: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     where = f"artifact '{path}'"
     files: dict[str, bytes] = {}
     try:
@@ -188,9 +188,10 @@ def _zip_files(path: Path) -> dict[str, bytes]:
             seen: set[str] = set()
             for info in archive.infolist():
                 _check_member(info, seen, where)
-                if not info.is_dir() and _LAYOUT.fullmatch(info.filename):
-                    files[info.filename] = _read_bounded(
-                        functools.partial(archive.open, info), info.file_size, info.filename, where
+                name = info.filename
+                if not info.is_dir() and _LAYOUT.fullmatch(name) and wanted(name):
+                    files[name] = _read_bounded(
+                        functools.partial(archive.open, info), info.file_size, name, where
                     )
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
         raise ArtifactError(
@@ -214,8 +215,12 @@ def _holds_layout(path: Path) -> bool:
         raise ArtifactError(f"cannot read the artifact folder '{path}': {exc.strerror}.") from None
 
 
-def read_artifact_files(path: Path) -> Mapping[str, bytes]:
-    """The layout files of the artifact folder or zip *path*, by relative path."""
+def read_artifact_files(
+    path: Path, wanted: Callable[[str], bool] = lambda name: True
+) -> Mapping[str, bytes]:
+    """The layout files of the artifact folder or zip *path* (those of them whose relative
+    path *wanted* accepts: every one by default), by relative path. Every entry is checked,
+    read or not."""
     if path.is_symlink():
         raise ArtifactError(f"artifact '{path}' is a symbolic link; pass the artifact itself.")
     if not path.exists():
@@ -230,9 +235,9 @@ def read_artifact_files(path: Path) -> Mapping[str, bytes]:
                 "an artifact folder (run.artifact_path) or the zip written by "
                 "run.save_artifact()."
             )
-        return _folder_files(path)
+        return _folder_files(path, wanted)
     if zipfile.is_zipfile(path):
-        return _zip_files(path)
+        return _zip_files(path, wanted)
     if path.suffix.lower() == ".zip":
         raise ArtifactError(
             f"artifact '{path}' is not a valid zip file (truncated or damaged); use the zip "
