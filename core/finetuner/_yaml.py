@@ -10,8 +10,6 @@ import yaml
 
 __all__ = ["ALIAS_NODE_BUDGET", "BoundedLoader", "RefusedYAML", "load_bounded"]
 
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
 ALIAS_NODE_BUDGET = 10_000
 """How many nodes aliases may add to a document when expanded (beyond the nodes written)."""
 

@@ -6,16 +6,15 @@ to a hidden name first, so nobody reads one half removed, and its name is free a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunInProgressError
+from ..errors import RunError, RunInProgressError
 from .layout import NAME_PATTERN, STATUS_FILE
-from .processes import is_stale, live_pid
+from .processes import live_pid
 from .run import Run
 
 __all__ = ["remove_run", "remove_tree", "runs_in", "runs_with_status", "sorted_runs"]
@@ -39,18 +38,12 @@ def runs_in(experiment_path: Path) -> list[Run]:
 
 
 def _status_or_none(run: Run) -> dict[str, Any] | None:
-    """The run's status, read as :meth:`Run.status` reads it but without its error messages
-    (a listing reads thousands): ``None`` where it is missing or damaged."""
+    """:meth:`Run.status`, or ``None`` where it is missing or damaged (the listing shows
+    the others, and asks the run for its message when it prints that one)."""
     try:
-        with open(os.path.join(run.path, STATUS_FILE), "rb") as handle:
-            status = json.loads(handle.read())
-    except (OSError, ValueError):
+        return run.status()
+    except RunError:
         return None
-    if not isinstance(status, dict) or "status" not in status:
-        return None
-    if is_stale(status):
-        status["stale"] = True
-    return status
 
 
 def runs_with_status(runs: list[Run]) -> list[tuple[Run, dict[str, Any] | None]]:
